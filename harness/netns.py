@@ -106,6 +106,8 @@ class Namespace:
         self.sockets: dict[int, tuple[str, Any]] = {}
         self.links: dict[str, Link] = {}
         self.injectors: dict[str, Injector] = {}
+        # every (flow, verdict) probed here, in order: results files and reports read it
+        self.observations: list[tuple[str, str]] = []
         try:
             if named:
                 self._bind_name()

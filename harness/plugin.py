@@ -14,10 +14,14 @@ import pytest
 
 from harness import features, hostguard, reaper
 from harness.netns import Namespace, running_as_capable
+from harness.results import Results, TestResult, kernel_facts
 
 PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
 _substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
 _host_before: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+VERDICTS_PROPERTY = "bindlab_verdicts"  # user_properties key: list of (flow, verdict)
+EXPECTED_PROPERTY = "bindlab_expected"  # user_properties key: {flow: expected verdict}
+ERRNOS_PROPERTY = "bindlab_errnos"  # user_properties key: {step: errno name}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,6 +30,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bindlab-no-hostguard",
         action="store_true",
         help="do not fail the run when the host namespace changed during it",
+    )
+    group.addoption(
+        "--bindlab-results",
+        metavar="PATH",
+        help="write every test's outcome and observed verdicts, keyed by kernel, to PATH (JSON)",
     )
 
 
@@ -43,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "scale: a long scale experiment, outside the default run (-m scale to run it)"
     )
     config.stash[_substitutes] = Counter()
+    path = config.getoption("bindlab_results", None)
+    if path:
+        config.pluginmanager.register(ResultsRecorder(path), "bindlab-results")
 
 
 def _needs_privilege(item: pytest.Item) -> bool:
@@ -63,6 +75,35 @@ def pytest_collection_modifyitems(
         print(f"# bindlab: reaped {len(gone)} namespace(s) left by dead runs: {' '.join(gone)}")
     if not config.getoption("bindlab_no_hostguard"):
         config.stash[_host_before] = hostguard.snapshot()
+
+
+class ResultsRecorder:
+    """Collects each test's outcome and observed verdicts; writes them at session end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tests: dict[str, TestResult] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        r = self.tests.setdefault(report.nodeid, TestResult())
+        if report.skipped:
+            r.outcome = "skipped"
+            lr = report.longrepr
+            r.reason = str(lr[2]) if isinstance(lr, tuple) else str(lr)
+        elif report.failed:
+            r.outcome = "failed" if report.when == "call" else "error"
+            lines = (report.longreprtext or "").strip().splitlines()
+            r.reason = lines[-1] if lines else ""
+        for key, value in report.user_properties:
+            if key == VERDICTS_PROPERTY:
+                r.verdicts.update(dict(value))
+            elif key == EXPECTED_PROPERTY:
+                r.expected.update(value)
+            elif key == ERRNOS_PROPERTY:
+                r.errnos.update(value)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        Results(kernel=kernel_facts(), tests=self.tests).dump(self.path)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -96,7 +137,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"bindlab: link stand-in used {n}x: {what}")
 
 
-def _record(config: pytest.Config, ns: Namespace) -> None:
+def _record(request: pytest.FixtureRequest, ns: Namespace) -> None:
+    """Keep what the namespace saw: link stand-ins for the summary, verdicts for results."""
+    config = request.config
+    if ns.observations:
+        request.node.user_properties.append((VERDICTS_PROPERTY, list(ns.observations)))
     for link in ns.links.values():
         if link.substitute:
             config.stash[_substitutes][
@@ -119,7 +164,7 @@ def netns(request: pytest.FixtureRequest) -> Iterator[Namespace]:
     try:
         yield ns
     finally:
-        _record(request.config, ns)
+        _record(request, ns)
         ns.close()
 
 
@@ -145,5 +190,5 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
         yield make
     finally:
         for ns in reversed(made):
-            _record(request.config, ns)
+            _record(request, ns)
             ns.close()

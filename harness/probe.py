@@ -217,6 +217,7 @@ def probe(
     if trace is not None:
         for g, f in zip(given, parsed, strict=True):
             trace[g] = traces[f]
+    ns.observations.extend((str(f), verdicts[f]) for f in parsed)
     return {g: verdicts[f] for g, f in zip(given, parsed, strict=True)}
 
 
