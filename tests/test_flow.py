@@ -1,0 +1,79 @@
+"""Flow parsing and printing, and the errors bad flows get."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from harness import Flow, FlowSyntaxError
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tcp 198.18.0.1:40000 -> 192.0.2.10:80",
+        "udp 198.18.0.1:1 -> 192.0.2.10:65535",
+        "tcp [2001:db8:ffff::1]:5000 -> [2001:db8:1::5]:80",
+        "udp 198.18.0.1:53 -> 192.0.2.1:53 dev in1",
+        "tcp [2001:db8::9]:1 -> [2001:db8::1]:2 dev eth0.100",
+    ],
+)
+def test_round_trip(text: str) -> None:
+    assert str(Flow.parse(text)) == text
+
+
+def test_fields() -> None:
+    f = Flow.parse("tcp 198.18.0.1:40000 -> 192.0.2.10:80 dev in1")
+    assert f == Flow(
+        "tcp",
+        ipaddress.ip_address("198.18.0.1"),
+        40000,
+        ipaddress.ip_address("192.0.2.10"),
+        80,
+        "in1",
+    )
+    assert f.version == 4
+    assert f.key == (6, bytes([198, 18, 0, 1]), 40000, bytes([192, 0, 2, 10]), 80)
+
+
+def test_normalises_spacing_case_and_ipv6_spelling() -> None:
+    f = Flow.parse("  TCP  [2001:DB8:0::1]:5000->[2001:db8::0:5]:80  ")
+    assert str(f) == "tcp [2001:db8::1]:5000 -> [2001:db8::5]:80"
+
+
+def test_equal_flows_hash_equal_and_dev_matters() -> None:
+    a = Flow.parse("udp 198.18.0.1:1 -> 192.0.2.1:2")
+    assert a == Flow.parse("udp 198.18.0.1:1 ->  192.0.2.1:2")
+    assert hash(a) == hash(Flow.parse("udp 198.18.0.1:1 -> 192.0.2.1:2"))
+    assert a != Flow.parse("udp 198.18.0.1:1 -> 192.0.2.1:2 dev x")
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("sctp 198.18.0.1:1 -> 192.0.2.1:80", "protocol 'sctp'"),
+        ("tcp 198.18.0.1:1 => 192.0.2.1:80", "does not match"),
+        ("tcp 198.18.0.1 -> 192.0.2.1:80", "has no :PORT"),
+        ("tcp 198.18.0.1:0 -> 192.0.2.1:80", "source port '0'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:65536", "destination port '65536'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:http", "destination port 'http'"),
+        ("tcp 198.18.0.300:1 -> 192.0.2.1:80", "'198.18.0.300' is not an IP address"),
+        ("tcp 2001:db8::1:1 -> [2001:db8::2]:80", "brackets"),
+        ("tcp [198.18.0.1]:1 -> 192.0.2.1:80", "brackets are for IPv6 only"),
+        ("tcp [2001:db8::1:1 -> [2001:db8::2]:80", "[ADDR]:PORT"),
+        ("tcp 198.18.0.1:1 -> [2001:db8::2]:80", "different IP versions"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev this-name-is-too-long", "interface name"),
+        ("", "does not match"),
+    ],
+)
+def test_errors_name_the_culprit(text: str, culprit: str) -> None:
+    with pytest.raises(FlowSyntaxError) as e:
+        Flow.parse(text)
+    assert culprit in str(e.value)
+    assert repr(text) in str(e.value)  # the whole flow is quoted
+
+
+def test_non_string_is_a_clear_error() -> None:
+    with pytest.raises(FlowSyntaxError, match="a flow is a string"):
+        Flow.parse(42)  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""Socket option validation: unknown names, bad values, and kernel refusals name the option."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from harness import ConfigError, Namespace, SockOptError
+from harness.sockets import get_local_port_range, parse_addr, set_option
+
+
+@pytest.fixture
+def sock():
+    s = socket.socket()  # options only: never bound, never sends
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "culprit"),
+    [
+        ("reuseprot", True, "unknown socket option 'reuseprot'"),
+        ("reuseport", 1, "expected True/False, got 1"),
+        ("local_port_range", (40000,), "expected (lo, hi)"),
+        ("local_port_range", (40000, 70000), "port out of range"),
+        ("local_port_range", (-1, 40000), "port out of range"),
+        ("local_port_range", ("a", "b"), "expected (lo, hi)"),
+        ("bindtodevice", "a-name-longer-than-15", "interface name"),
+        ("bindtoifindex", "eth0", "expected an integer"),
+    ],
+)
+def test_bad_names_and_values_are_config_errors(sock, name, value, culprit) -> None:
+    with pytest.raises(ConfigError) as e:
+        set_option(sock, name, value)
+    assert culprit in str(e.value)
+
+
+def test_kernel_refusal_names_option_and_errno(sock) -> None:
+    # The kernel checks lo <= hi for IP_LOCAL_PORT_RANGE (EINVAL), not our validator.
+    with pytest.raises(SockOptError) as e:
+        set_option(sock, "local_port_range", (40511, 40000))
+    assert e.value.errno == errno.EINVAL
+    assert e.value.option == "local_port_range"
+    assert "local_port_range" in str(e.value) and "EINVAL" in str(e.value)
+
+
+def test_negative_ifindex_is_refused_by_the_kernel(sock) -> None:
+    with pytest.raises(SockOptError) as e:
+        set_option(sock, "bindtoifindex", -1)
+    assert e.value.errno == errno.EINVAL and "bindtoifindex" in str(e.value)
+
+
+def test_local_port_range_round_trip(sock) -> None:
+    set_option(sock, "local_port_range", (40000, 40511))
+    assert get_local_port_range(sock) == (40000, 40511)
+
+
+@pytest.mark.parametrize(
+    ("text", "family", "addr"),
+    [
+        ("192.0.2.1:80", socket.AF_INET, ("192.0.2.1", 80)),
+        ("0.0.0.0:0", socket.AF_INET, ("0.0.0.0", 0)),
+        ("[2001:db8::1]:443", socket.AF_INET6, ("2001:db8::1", 443)),
+        ("[::]:80", socket.AF_INET6, ("::", 80)),
+    ],
+)
+def test_parse_addr(text, family, addr) -> None:
+    assert parse_addr(text) == (family, addr)
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("192.0.2.1", "expected IP:PORT"),
+        ("192.0.2.1:65536", "port '65536'"),
+        ("192.0.2.1:-1", "port '-1'"),
+        ("2001:db8::1:80", "IPv6 goes in brackets"),
+        ("[192.0.2.1]:80", "IPv6 goes in brackets"),
+        ("[2001:db8::1]80", "[IPv6]:PORT"),
+        ("example.com:80", "not an IP address"),
+    ],
+)
+def test_parse_addr_errors(text, culprit) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_addr(text)
+    assert culprit in str(e.value) and repr(text) in str(e.value)
+
+
+def test_unknown_option_creates_nothing(netns: Namespace) -> None:
+    before = len(netns._cleanups)
+    with pytest.raises(ConfigError, match="unknown socket option 'reuse_port'"):
+        netns.tcp_listener("127.0.0.1:80", label="x", reuse_port=True)
+    assert len(netns._cleanups) == before and not netns.sockets
+
+
+def test_refused_option_closes_the_socket(netns: Namespace) -> None:
+    with pytest.raises(SockOptError):
+        netns.tcp_listener("127.0.0.1:80", label="x", local_port_range=(2, 1))
+    assert not netns.sockets
+
+
+@pytest.mark.parametrize("label", ["", "two words", "RST", "NONE", "ICMP", "UNLABELLED"])
+def test_bad_labels(netns: Namespace, label: str) -> None:
+    with pytest.raises(ConfigError, match="label"):
+        netns.tcp_listener("127.0.0.1:80", label=label)
