@@ -55,7 +55,7 @@ class Flow:
     dev: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Flow:
+    def parse(cls, text: str | Flow) -> Flow:
         """Parse ``tcp 198.18.0.1:40000 -> 192.0.2.10:80`` (``[2001:db8::1]:80`` for IPv6)."""
         if isinstance(text, Flow):
             return text

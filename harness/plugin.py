@@ -95,12 +95,13 @@ class ResultsRecorder:
             lines = (report.longreprtext or "").strip().splitlines()
             r.reason = lines[-1] if lines else ""
         for key, value in report.user_properties:
+            v: Any = value
             if key == VERDICTS_PROPERTY:
-                r.verdicts.update(dict(value))
+                r.verdicts.update(dict(v))
             elif key == EXPECTED_PROPERTY:
-                r.expected.update(value)
+                r.expected.update(v)
             elif key == ERRNOS_PROPERTY:
-                r.errnos.update(value)
+                r.errnos.update(v)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         Results(kernel=kernel_facts(), tests=self.tests).dump(self.path)
