@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMPV6 = 6, 17, 1, 58
@@ -25,18 +24,42 @@ def _csum(data: bytes) -> int:
     return ~(int.from_bytes(data, "big") % 0xFFFF) & 0xFFFF
 
 
-def _ip_header(src: bytes, dst: bytes, proto: int, payload_len: int) -> tuple[bytes, bytes]:
-    """(IP header, pseudo header for the L4 checksum)."""
+_IP4 = struct.Struct("!BBHHHBBH4s4s")
+_IP6 = struct.Struct("!IHBB16s16s")
+_TCP = struct.Struct("!HHIIBBHHH")
+_UDP = struct.Struct("!HHHH")
+_MSS = struct.pack("!BBH", 2, 4, 1460)
+_TCP_HEAD = struct.Struct("!HHIIBB")
+
+
+def _fold(total: int) -> int:
+    """Checksum from a big-endian integer sum (see :func:`_csum`)."""
+    return ~(total % 0xFFFF) & 0xFFFF
+
+
+def _wrap(src: bytes, dst: bytes, proto: int, l4: bytes, csum_at: int, zero_ok: bool) -> bytes:
+    """Fill the L4 checksum (pseudo header included) at ``csum_at`` and prepend the IP header.
+
+    Concatenating 16-bit-aligned fields only adds their integer values modulo 0xffff, so the
+    pseudo-header sum is the sum of the address integers, the protocol and the length.
+    """
+    ln = len(l4)
+    body = l4 + b"\0" if ln % 2 else l4
+    c = _fold(
+        int.from_bytes(src, "big")
+        + int.from_bytes(dst, "big")
+        + proto
+        + ln
+        + int.from_bytes(body, "big")
+    )
+    if not zero_ok and c == 0:
+        c = 0xFFFF  # UDP: a zero checksum means "none"
+    l4 = l4[:csum_at] + c.to_bytes(2, "big") + l4[csum_at + 2 :]
     if len(src) == 4:
-        hdr = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 1, 0x4000, 64, proto, 0, src, dst
-        )
-        hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
-        pseudo = struct.pack("!4s4sBBH", src, dst, 0, proto, payload_len)
-    else:
-        hdr = struct.pack("!IHBB16s16s", 6 << 28, payload_len, proto, 64, src, dst)
-        pseudo = struct.pack("!16s16sIxxxB", src, dst, payload_len, proto)
-    return hdr, pseudo
+        hdr = _IP4.pack(0x45, 0, 20 + ln, 1, 0x4000, 64, proto, 0, src, dst)
+        hc = _fold(int.from_bytes(hdr, "big"))
+        return hdr[:10] + hc.to_bytes(2, "big") + hdr[12:] + l4
+    return _IP6.pack(6 << 28, ln, proto, 64, src, dst) + l4
 
 
 def tcp(
@@ -51,26 +74,18 @@ def tcp(
     payload: bytes = b"",
 ) -> bytes:
     """A TCP segment in an IPv4 or IPv6 packet (by address length). SYNs carry MSS 1460."""
-    opts = struct.pack("!BBH", 2, 4, 1460) if flags & TCP_SYN else b""
-    off = (20 + len(opts)) // 4
-    seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, off << 4, flags, window, 0, 0)
-    seg += opts + payload
-    hdr, pseudo = _ip_header(src, dst, PROTO_TCP, len(seg))
-    c = _csum(pseudo + seg)
-    return hdr + seg[:16] + struct.pack("!H", c) + seg[18:]
+    opts = _MSS if flags & TCP_SYN else b""
+    seg = _TCP.pack(sport, dport, seq, ack, (5 + len(opts) // 4) << 4, flags, window, 0, 0)
+    return _wrap(src, dst, PROTO_TCP, seg + opts + payload, 16, True)
 
 
 def udp(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes) -> bytes:
     """A UDP datagram in an IPv4 or IPv6 packet (by address length)."""
-    ln = 8 + len(payload)
-    dgram = struct.pack("!HHHH", sport, dport, ln, 0) + payload
-    hdr, pseudo = _ip_header(src, dst, PROTO_UDP, ln)
-    c = _csum(pseudo + dgram) or 0xFFFF
-    return hdr + dgram[:6] + struct.pack("!H", c) + dgram[8:]
+    dgram = _UDP.pack(sport, dport, 8 + len(payload), 0) + payload
+    return _wrap(src, dst, PROTO_UDP, dgram, 6, False)
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """What the probe needs to know of a packet the kernel sent: its 4-tuple, TCP flags and
     seq, or for an ICMP error, the type/code and the 4-tuple of the packet it quotes."""
 
@@ -87,7 +102,7 @@ class Reply:
 
 def _l4(proto: int, src: bytes, dst: bytes, l4: bytes) -> Reply | None:
     if proto == PROTO_TCP and len(l4) >= 14:
-        sport, dport, seq, ack, _off, flags = struct.unpack_from("!HHIIBB", l4)
+        sport, dport, seq, ack, _off, flags = _TCP_HEAD.unpack_from(l4)
         return Reply(proto, src, dst, sport, dport, flags, seq, ack)
     if proto == PROTO_UDP and len(l4) >= 4:
         sport, dport = struct.unpack_from("!HH", l4)
