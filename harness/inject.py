@@ -87,6 +87,17 @@ class Injector:
             return os.read(fd, 65536)
         return None
 
+    def exchange(self, pkt: Any, wait: float = 0.1) -> list[Any]:
+        """Send ``pkt`` and return what came back within ``wait`` s, dissected by scapy."""
+        from harness.packets import dissect
+
+        self.drain()
+        self.send(pkt)
+        out = []
+        while (raw := self.recv(wait)) is not None:
+            out.append(dissect(raw))
+        return out
+
     def drain(self) -> list[bytes]:
         """Read everything queued now."""
         out = []
