@@ -25,6 +25,7 @@ from harness.errors import CommandFailed, HarnessError
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+    from harness.bpf.dispatcher import Dispatcher
     from harness.inject import Injector
     from harness.net import Link
     from harness.probe import Flow
@@ -307,6 +308,12 @@ class Namespace:
         from harness import probe
 
         return probe.distribution(self, flows, **kw)
+
+    def sk_lookup(self, **kw: Any) -> Dispatcher:
+        """This namespace's BPF sk_lookup prefix dispatcher (loaded and attached on first use)."""
+        from harness.bpf.dispatcher import sk_lookup
+
+        return sk_lookup(self, **kw)
 
     def flows(self, *specs: str) -> list[Flow]:
         from harness.probe import Flow
