@@ -38,7 +38,7 @@ def _endpoint(text: str, which: str, whole: str) -> tuple[IPAddress, int]:
         raise FlowSyntaxError(whole, f"{which} {text!r}: put IPv6 addresses in brackets")
     if ip.version == 4 and text.startswith("["):
         raise FlowSyntaxError(whole, f"{which} {text!r}: brackets are for IPv6 only")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise FlowSyntaxError(whole, f"{which} port {port!r} is not in 1-65535")
     return ip, int(port)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness import features, hostguard, reaper
+from harness.collect import pytest_collect_file  # noqa: F401 - scenario files as tests
 from harness.netns import Namespace, running_as_capable
 from harness.results import Results, TestResult, kernel_facts
 
@@ -124,8 +125,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("requires"):
         for name in mark.args:
             support = features.detect(name)
-            if not support.ok:
-                pytest.skip(support.reason)
+            if not support.ok:  # reported at the test's location, not this hook's
+                raise pytest.skip.Exception(support.reason, _use_item_location=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -134,7 +134,7 @@ def parse_addr(text: str) -> tuple[int, Address]:
         raise ConfigError(f"bad socket address {text!r}: {host!r} is not an IP address") from None
     if text.startswith("[") != (ip.version == 6):
         raise ConfigError(f"bad socket address {text!r}: IPv6 goes in brackets, IPv4 does not")
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+    if not (port_s.isascii() and port_s.isdigit()) or not 0 <= int(port_s) <= 65535:
         raise ConfigError(f"bad socket address {text!r}: port {port_s!r} is not in 0-65535")
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     return family, (str(ip), int(port_s))

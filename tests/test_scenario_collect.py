@@ -1,0 +1,141 @@
+"""Scenario files as pytest tests: ids, outcomes, skips, load errors, results and JUnit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness import collect, plugin
+
+ROOT = Path(__file__).resolve().parent.parent
+FILE = """\
+[setup]
+local_routes = ["192.0.2.0/24"]
+
+[[socket]]
+label = "web"
+bind = "192.0.2.10:80"
+
+[[socket]]
+label = "dup"
+bind = "192.0.2.10:80"
+expect_errno = "EADDRINUSE"
+
+[expect]
+"tcp 198.18.0.1:40000 -> 192.0.2.10:80" = "web"
+"tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81" = "NONE"
+"""
+
+
+def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_the_property_keys_are_the_plugins() -> None:
+    assert collect.EXPECTED_PROPERTY == plugin.EXPECTED_PROPERTY
+    assert collect.ERRNOS_PROPERTY == plugin.ERRNOS_PROPERTY
+    assert collect.VERDICTS_PROPERTY == plugin.VERDICTS_PROPERTY
+
+
+def test_the_default_run_collects_every_scenario_file() -> None:
+    p = pytest_run("--collect-only", "-q", cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:]
+    files = {line.split("::")[0] for line in p.stdout.splitlines() if ".toml::" in line}
+    shipped = {str(f.relative_to(ROOT)) for f in (ROOT / "fixtures").rglob("*.toml")}
+    assert shipped and files == shipped
+    assert "fixtures/scenarios/reuseport.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "fixtures/scenarios/reuseport.toml::loner: tcp bind 192.0.2.10:80 listen" in p.stdout
+
+
+@pytest.mark.privileged
+def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "good.toml").write_text(FILE)
+    (d / "wrong.toml").write_text(
+        FILE.replace('81" = "NONE"', '81" = "web"').replace('"EADDRINUSE"', '"EPERM"')
+    )
+    (d / "bad.toml").write_text(FILE.replace('label = "dup"', 'label = "dup"\nlisten = "yes"'))
+    (d / "notmine.json").write_text("{}")
+    results, junit = tmp_path / "results.json", tmp_path / "junit.xml"
+    p = pytest_run(
+        str(d),
+        f"--bindlab-results={results}",
+        f"--junitxml={junit}",
+        "-rA",
+        "--continue-on-collection-errors",
+        cwd=tmp_path,
+    )
+    assert p.returncode == 1, p.stdout
+    out = p.stdout
+    # a file that fails to load: one message (file, line, key, what was expected), no traceback
+    assert (
+        "\nscenarios/bad.toml:10: socket[1].listen: expected true or false, got a string ('yes')\n"
+        in out
+    )
+    assert "Traceback" not in out
+    assert "PASSED scenarios/good.toml::tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81" in out
+    assert "PASSED scenarios/good.toml::dup: tcp bind 192.0.2.10:80 listen" in out
+    assert (
+        "scenarios/wrong.toml:15 (tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81): expected 'web', got 'NONE'"
+    ) in out
+    assert (
+        "scenarios/wrong.toml:8 (dup: tcp bind 192.0.2.10:80 listen): expected 'EPERM', got 'EADDRINUSE'"
+        in out
+    )
+    tests = json.loads(results.read_text())["tests"]
+    row = tests["scenarios/wrong.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80"]
+    assert row["outcome"] == "passed"
+    assert row["expected"] == row["verdicts"] == {"tcp 198.18.0.1:40000 -> 192.0.2.10:80": "web"}
+    step = tests["scenarios/wrong.toml::dup: tcp bind 192.0.2.10:80 listen"]
+    assert step["outcome"] == "failed" and step["errnos"] == {
+        "dup: tcp bind 192.0.2.10:80 listen": "EPERM"
+    }
+    assert step["verdicts"] == {"dup: tcp bind 192.0.2.10:80 listen": "EADDRINUSE"}
+    cases = {
+        (c.get("classname"), c.get("name")): c for c in ET.parse(junit).getroot().iter("testcase")
+    }
+    assert len(cases) == 6 + 1  # six rows, and the collection error of bad.toml
+    # pytest's JUnit writer takes the brackets of an IPv6 flow for parameters (and adds a "]")
+    v6 = next(
+        c
+        for (cls, name), c in cases.items()
+        if cls == "scenarios.wrong.toml"
+        and name.startswith("tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81")
+    )
+    assert "expected 'web', got 'NONE'" in v6.find("failure").get("message")
+
+
+@pytest.mark.privileged
+def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) -> None:
+    from harness import features
+
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    missing = next((s for s in features.detect_all() if not s.ok), None)
+    if missing is not None:
+        (d / "skip.toml").write_text(f'requires = ["{missing.name}"]\n' + FILE)
+    (d / "good.toml").write_text(FILE)
+    p = pytest_run(str(d), "-rs", "-v", "-k", "40000", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout
+    assert "good.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED" in p.stdout
+    assert "2001:db8" not in p.stdout.split("short test summary")[0].split("collected")[1]
+    if missing is not None:
+        assert "1 passed, 1 skipped" in p.stdout and f": {missing.reason}\n" in p.stdout
+
+
+def test_a_toml_named_on_the_command_line_is_collected_anywhere(tmp_path: Path) -> None:
+    f = tmp_path / "elsewhere.toml"
+    f.write_text(FILE)
+    (tmp_path / "not_a_scenario.toml").write_text("[tool]\n")
+    p = pytest_run("--collect-only", "-q", str(f), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout
+    assert "elsewhere.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    p = pytest_run("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not under scenarios/
+    assert p.returncode == 5 and "no tests collected" in p.stdout
