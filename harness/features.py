@@ -151,6 +151,26 @@ def _clang_bpf(ns: Namespace) -> str:
     return "clang -target bpf and libbpf headers ok"
 
 
+TPROXY_PROBE_RULESET = """
+table inet bindlab_probe {
+  chain pre {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp tproxy ip to :1
+  }
+}
+"""
+
+
+def _nft_tproxy(ns: Namespace) -> str:
+    if shutil.which("nft") is None:
+        raise OSError(errno.ENOENT, "nft(8) not found (apt install nftables)")
+    proc = ns.run(["nft", "-f", "-"], input=TPROXY_PROBE_RULESET, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else "refused"
+        raise OSError(errno.EOPNOTSUPP, f"nft tproxy rule refused (CONFIG_NFT_TPROXY?): {why}")
+    return "nft tproxy rule loaded"
+
+
 PROBES: dict[str, tuple[str, Callable[[Namespace], str]]] = {
     "IPV6": ("IPv6 sockets", _ipv6),
     "SO_REUSEPORT": (
@@ -180,6 +200,7 @@ PROBES: dict[str, tuple[str, Callable[[Namespace], str]]] = {
     "LINK_IFB": ("ifb links (CONFIG_IFB)", _link("ifb")),
     "LINK_VETH": ("veth links (CONFIG_VETH)", _link("veth")),
     "LINK_VRF": ("VRF links (CONFIG_NET_VRF)", _link("vrf")),
+    "NFT_TPROXY": ("nftables tproxy (CONFIG_NFT_TPROXY + nft)", _nft_tproxy),
     "BPF_SK_LOOKUP": ("BPF sk_lookup programs (5.9)", _sk_lookup),
     "CLANG_BPF": (
         "clang with the bpf target + libbpf headers (builds sk_lookup programs)",

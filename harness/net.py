@@ -6,6 +6,7 @@ here parses ``ip`` output, and nothing here can reach the host's namespace.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -177,12 +178,23 @@ def _create(ns: Namespace, name: str, kind: str) -> None:
 
 
 def rename_link(ns: Namespace, old: str, new: str) -> None:
-    """Rename a link (it is taken down and brought up again around the rename)."""
+    """Rename a link, live where the kernel allows it (6.x does), so its routes stay.
+
+    Older kernels refuse to rename a link that is up (EBUSY): then it is taken down,
+    renamed and brought up again, which flushes the routes through it.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
     check_ifname(new)
     index = link_index(ns, old)
-    ns.ipr.link("set", index=index, state="down")
-    ns.ipr.link("set", index=index, ifname=new)
-    ns.ipr.link("set", index=index, state="up")
+    try:
+        ns.ipr.link("set", index=index, ifname=new)
+    except NetlinkError as e:
+        if e.code != errno.EBUSY:
+            raise ConfigError(f"cannot rename link {old!r} to {new!r}: {e}") from None
+        ns.ipr.link("set", index=index, state="down")
+        ns.ipr.link("set", index=index, ifname=new)
+        ns.ipr.link("set", index=index, state="up")
     if old in ns.links:
         link = ns.links.pop(old)
         link.name = new
