@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from harness.errors import FlowSyntaxError
@@ -95,8 +96,11 @@ class Flow:
         return self.src.version
 
     def __str__(self) -> str:
-        def ep(ip: IPAddress, port: int) -> str:
-            return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-
-        dev = f" dev {self.dev}" if self.dev else ""
-        return f"{self.proto} {ep(self.src, self.sport)} -> {ep(self.dst, self.dport)}{dev}"
+        _, src, sport, dst, dport = self.key
+        if len(src) == 4:  # inet_ntoa spells IPv4 as ipaddress does, several times faster
+            text = (
+                f"{self.proto} {socket.inet_ntoa(src)}:{sport} -> {socket.inet_ntoa(dst)}:{dport}"
+            )
+        else:
+            text = f"{self.proto} [{self.src}]:{sport} -> [{self.dst}]:{dport}"
+        return f"{text} dev {self.dev}" if self.dev else text

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6, IPv6ExtHdrDestOpt
 from scapy.packet import Raw
 
 from harness import packets
@@ -100,3 +104,147 @@ def test_dissect_gives_scapy_objects() -> None:
     raw = packets.tcp(packets.addr_bytes(V6[0]), packets.addr_bytes(V6[1]), 1, 2, TCP_SYN)
     p = packets.dissect(raw)
     assert p.haslayer(TCP) and p[TCP].flags == "S" and p[IPv6].src == V6[0]
+
+
+# -- any field values: the arithmetic checksums against scapy's ------------------------
+
+ADDRS = {
+    4: st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+    6: st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
+}
+PORT = st.integers(0, 65535)
+U32 = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def endpoints(draw: st.DrawFn) -> tuple[str, str]:
+    version = draw(st.sampled_from([4, 6]))
+    return draw(ADDRS[version]), draw(ADDRS[version])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ends=endpoints(),
+    sport=PORT,
+    dport=PORT,
+    flags=st.integers(0, 0xFF),
+    seq=U32,
+    ack=U32,
+    window=PORT,
+    payload=st.binary(max_size=40),
+)
+def test_tcp_matches_scapy_for_any_fields(ends, sport, dport, flags, seq, ack, window, payload):
+    src, dst = ends
+    ours = packets.tcp(
+        packets.addr_bytes(src),
+        packets.addr_bytes(dst),
+        sport,
+        dport,
+        flags,
+        seq=seq,
+        ack=ack,
+        window=window,
+        payload=payload,
+    )
+    seg = TCP(
+        sport=sport,
+        dport=dport,
+        flags=flags,
+        seq=seq,
+        ack=ack,
+        window=window,
+        options=[("MSS", 1460)] if flags & TCP_SYN else [],
+    )
+    assert ours == bytes(scapy_ip(src, dst) / seg / Raw(payload))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ends=endpoints(), sport=PORT, dport=PORT, payload=st.binary(max_size=40))
+def test_udp_matches_scapy_for_any_fields(ends, sport, dport, payload):
+    src, dst = ends
+    ours = packets.udp(packets.addr_bytes(src), packets.addr_bytes(dst), sport, dport, payload)
+    assert ours == bytes(scapy_ip(src, dst) / UDP(sport=sport, dport=dport) / Raw(payload))
+
+
+def _field(pkt: bytes, at: int) -> int:
+    return int.from_bytes(pkt[at : at + 2], "big")
+
+
+@pytest.mark.parametrize(("src", "dst"), [V4, V6], ids=["ipv4", "ipv6"])
+def test_checksum_of_a_sum_that_is_minus_zero(src, dst) -> None:
+    """A ones'-complement sum of 0xffff ("-0") makes checksum 0 in TCP; UDP sends 0xffff."""
+    s, d = packets.addr_bytes(src), packets.addr_bytes(dst)
+    at = 20 if len(s) == 4 else 40  # the L4 header
+    # A field holding the checksum of the packet with that field at 0 makes the sum 0xffff.
+    c = _field(packets.tcp(s, d, 40000, 80, TCP_ACK, seq=0, ack=9), at + 16)
+    ours = packets.tcp(s, d, 40000, 80, TCP_ACK, seq=c, ack=9)
+    assert _field(ours, at + 16) == 0
+    assert ours == bytes(
+        scapy_ip(src, dst) / TCP(sport=40000, dport=80, flags="A", seq=c, ack=9, window=65535)
+    )
+    c = _field(packets.udp(s, d, 0, 53, b"xy"), at + 6)
+    ours = packets.udp(s, d, c, 53, b"xy")
+    assert _field(ours, at + 6) == 0xFFFF
+    assert ours == bytes(scapy_ip(src, dst) / UDP(sport=c, dport=53) / Raw(b"xy"))
+
+
+def test_ipv4_header_checksum_zero() -> None:
+    s, d = packets.addr_bytes("198.18.0.0"), packets.addr_bytes(V4[1])
+    c = _field(packets.tcp(s, d, 1, 2, TCP_RST), 10)
+    src = str(ipaddress.IPv4Address(int.from_bytes(s, "big") + c))  # low word: c
+    ours = packets.tcp(packets.addr_bytes(src), d, 1, 2, TCP_RST)
+    assert _field(ours, 10) == 0
+    assert ours == bytes(scapy_ip(src, V4[1]) / TCP(sport=1, dport=2, flags="R", window=65535))
+
+
+# -- the reply fast path ------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ends=endpoints(),
+    sport=PORT,
+    dport=PORT,
+    flags=st.integers(0, 0xFF),
+    seq=U32,
+    payload=st.binary(max_size=8),
+)
+def test_tcp_to_agrees_with_decode(ends, sport, dport, flags, seq, payload) -> None:
+    src, dst = ends
+    pkt = packets.tcp(
+        packets.addr_bytes(src), packets.addr_bytes(dst), sport, dport, flags, seq, 5, 7, payload
+    )
+    r = packets.decode(pkt)
+    assert r is not None
+    assert packets.tcp_fields(pkt) == (r.dst, r.dport, r.seq, r.flags)
+
+
+@pytest.mark.parametrize(
+    "pkt",
+    [
+        bytes(IP(src=V4[1], dst=V4[0], options=b"\x01\x01\x01\x00") / TCP(flags="SA")),
+        bytes(IPv6(src=V6[1], dst=V6[0]) / IPv6ExtHdrDestOpt() / TCP(flags="SA")),
+        bytes(IP(src=V4[1], dst=V4[0]) / UDP()),
+        bytes(IP(src=V4[1], dst=V4[0]) / ICMP(type=3, code=3) / IP(src=V4[0], dst=V4[1]) / TCP()),
+        bytes(IPv6(src=V6[1], dst=V6[0]) / ICMPv6DestUnreach() / IPv6() / TCP()),
+        bytes(IP(src=V4[1], dst=V4[0]) / TCP(flags="SA"))[:33],
+        b"",
+    ],
+    ids=["ipv4-options", "ipv6-ext-header", "udp", "icmp", "icmpv6", "short", "empty"],
+)
+def test_tcp_to_leaves_the_rest_to_decode(pkt: bytes) -> None:
+    assert packets.tcp_fields(pkt) is None
+
+
+def test_decode_reads_tcp_behind_ipv4_options() -> None:
+    pkt = bytes(
+        IP(src=V4[1], dst=V4[0], options=b"\x01\x01\x01\x00")
+        / TCP(sport=80, dport=40000, flags="SA", seq=77)
+    )
+    r = packets.decode(pkt)
+    assert r is not None and (r.dst, r.dport, r.seq, r.flags) == (
+        packets.addr_bytes(V4[0]),
+        40000,
+        77,
+        TCP_SYN | TCP_ACK,
+    )
