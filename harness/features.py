@@ -104,6 +104,20 @@ def _link(kind: str) -> Callable[[Namespace], str]:
     return probe
 
 
+def _live_rename(ns: Namespace) -> str:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    ns.ipr.link("add", ifname="blprobe0", kind="ifb")
+    index = ns.ipr.link_lookup(ifname="blprobe0")[0]
+    ns.ipr.link("set", index=index, state="up")
+    try:
+        ns.ipr.link("set", index=index, ifname="blprobe1")
+    except NetlinkError as e:
+        code = errno.errorcode.get(e.code, str(e.code))
+        raise OSError(e.code, f"renaming a link that is up -> {code} (Linux >= 6.2)") from None
+    return "rename of an up link ok"
+
+
 def _tun(ns: Namespace) -> str:
     from harness.inject import Injector
 
@@ -200,6 +214,7 @@ PROBES: dict[str, tuple[str, Callable[[Namespace], str]]] = {
     "LINK_IFB": ("ifb links (CONFIG_IFB)", _link("ifb")),
     "LINK_VETH": ("veth links (CONFIG_VETH)", _link("veth")),
     "LINK_VRF": ("VRF links (CONFIG_NET_VRF)", _link("vrf")),
+    "LINK_LIVE_RENAME": ("renaming a link while it is up (6.2)", _live_rename),
     "NFT_TPROXY": ("nftables tproxy (CONFIG_NFT_TPROXY + nft)", _nft_tproxy),
     "BPF_SK_LOOKUP": ("BPF sk_lookup programs (5.9)", _sk_lookup),
     "CLANG_BPF": (

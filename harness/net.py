@@ -177,11 +177,36 @@ def _create(ns: Namespace, name: str, kind: str) -> None:
         ns.ipr.link("add", ifname=name, kind=kind)
 
 
+RTPROT_KERNEL = 2  # <linux/rtnetlink.h>: routes the kernel made itself
+
+
+def _routes_via(ns: Namespace, index: int) -> list[dict[str, object]]:
+    """The routes through link ``index`` that somebody added (not the kernel's own)."""
+    out = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for r in ns.ipr.route("dump", family=fam):
+            if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
+                continue
+            out.append(
+                {
+                    "family": fam,
+                    "dst": r.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::"),
+                    "dst_len": r["dst_len"],
+                    "table": r.get_attr("RTA_TABLE") or r["table"],
+                    "type": r["type"],
+                    "scope": r["scope"],
+                    "proto": r["proto"],
+                }
+            )
+    return out
+
+
 def rename_link(ns: Namespace, old: str, new: str) -> None:
     """Rename a link, live where the kernel allows it (6.x does), so its routes stay.
 
-    Older kernels refuse to rename a link that is up (EBUSY): then it is taken down,
-    renamed and brought up again, which flushes the routes through it.
+    Older kernels (< 6.2) refuse to rename a link that is up (EBUSY): then it is taken
+    down, renamed and brought up again, and the routes through it, which going down
+    flushes, are put back.
     """
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -192,9 +217,12 @@ def rename_link(ns: Namespace, old: str, new: str) -> None:
     except NetlinkError as e:
         if e.code != errno.EBUSY:
             raise ConfigError(f"cannot rename link {old!r} to {new!r}: {e}") from None
+        routes = _routes_via(ns, index)
         ns.ipr.link("set", index=index, state="down")
         ns.ipr.link("set", index=index, ifname=new)
         ns.ipr.link("set", index=index, state="up")
+        for route in routes:
+            ns.ipr.route("add", oif=index, **route)
     if old in ns.links:
         link = ns.links.pop(old)
         link.name = new

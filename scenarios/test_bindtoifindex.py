@@ -229,6 +229,7 @@ def serve_pair(ns: Namespace, a: Fam, proto: str, order: str, **opts: Any) -> No
         serve(ns, a, proto, which, **dev, **opts)
 
 
+@pytest.mark.requires("LINK_LIVE_RENAME")
 def test_live_rename_of_an_up_link_succeeds(ns: Namespace, fam: Fam, proto: str) -> None:
     """Renaming in1 while it is up (no down/up, its routes stay) is allowed; the socket
     bound by index keeps its flows and the old name is gone."""
