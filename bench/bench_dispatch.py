@@ -15,17 +15,10 @@ import socket
 import statistics
 import time
 
-from harness import Flow, Namespace
+from bench_probe import flows_for, probe_round  # bench/ is on sys.path when run as a script
+
+from harness import Namespace
 from harness.bpf import sk_lookup
-
-
-def flows_for(round_: int, n: int) -> list[Flow]:
-    return [
-        Flow.parse(
-            f"tcp 198.18.{i // 250}.{i % 250 + 1}:{1024 + round_ * 7 + i % 50000} -> 192.0.2.10:80"
-        )
-        for i in range(n)
-    ]
 
 
 def fill(ns: Namespace, web: socket.socket, n: int) -> float:
@@ -43,15 +36,6 @@ def fill(ns: Namespace, web: socket.socket, n: int) -> float:
     return time.perf_counter() - t
 
 
-def measure(ns: Namespace, flows: list[Flow]) -> float:
-    t = time.perf_counter()
-    got = ns.distribution(flows)
-    rate = len(flows) / (time.perf_counter() - t)
-    if got != {"web": len(flows)}:
-        raise SystemExit(f"probe misclassified: {got}")
-    return rate
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=5000)
@@ -64,16 +48,16 @@ def main() -> None:
         ns.injector  # noqa: B018 - create the TUN and routes outside the clock
         took = fill(ns, web, args.bindings)
         d = sk_lookup(ns)
-        measure(ns, flows_for(999, 500))  # warm-up
+        probe_round(ns, flows_for(999, 500))  # warm-up
         on, off = [], []
         for r in range(args.rounds):
             for attached in (r % 2 == 0, r % 2 == 1):  # alternate which side goes first
                 if attached:
                     d.attach()
-                    on.append(measure(ns, flows_for(2 * r, args.flows)))
+                    on.append(probe_round(ns, flows_for(2 * r, args.flows)))
                 else:
                     d.detach()
-                    off.append(measure(ns, flows_for(2 * r + 1, args.flows)))
+                    off.append(probe_round(ns, flows_for(2 * r + 1, args.flows)))
         d.attach()
         lookups = d.lookups("tcp", "192.0.2.0/24", 80)
     mon, moff = statistics.median(on), statistics.median(off)

@@ -78,34 +78,32 @@ def set_up(ns: Namespace, name: str) -> None:
     ns.ipr.link("set", index=index, state="up")
 
 
+def _add_route(
+    ns: Namespace, net: ipaddress.IPv4Network | ipaddress.IPv6Network, oif: int, **extra: object
+) -> None:
+    ns.ipr.route(
+        "add",
+        dst=str(net.network_address),
+        dst_len=net.prefixlen,
+        family=socket.AF_INET if net.version == 4 else socket.AF_INET6,
+        oif=oif,
+        **extra,
+    )
+
+
 def add_local_route(ns: Namespace, prefix: str, dev: str = "lo") -> None:
     """``ip route add local PREFIX dev DEV``: every address of PREFIX is local to the namespace.
 
     Netlink wants ``scope host`` for type local (``ip`` adds it implicitly); without it, EINVAL.
     """
     net = parse_prefix(prefix, "local route prefix")
-    ns.ipr.route(
-        "add",
-        dst=str(net.network_address),
-        dst_len=net.prefixlen,
-        family=socket.AF_INET if net.version == 4 else socket.AF_INET6,
-        type="local",
-        scope="host",
-        table=255,
-        oif=1 if dev == "lo" else link_index(ns, dev),
-    )
+    oif = 1 if dev == "lo" else link_index(ns, dev)
+    _add_route(ns, net, oif, type="local", scope="host", table=255)
 
 
 def add_route(ns: Namespace, prefix: str, dev: str) -> None:
     """A plain unicast route to ``prefix`` through ``dev``."""
-    net = parse_prefix(prefix, "route prefix")
-    ns.ipr.route(
-        "add",
-        dst=str(net.network_address),
-        dst_len=net.prefixlen,
-        family=socket.AF_INET if net.version == 4 else socket.AF_INET6,
-        oif=link_index(ns, dev),
-    )
+    _add_route(ns, parse_prefix(prefix, "route prefix"), link_index(ns, dev))
 
 
 def add_addr(ns: Namespace, dev: str, cidr: str) -> None:
