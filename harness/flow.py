@@ -17,6 +17,12 @@ _FLOW = re.compile(
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 
+def endpoint(ip: object, port: int) -> str:
+    """``IP:PORT``, or ``[IPv6]:PORT``: how flows and socket addresses spell an endpoint."""
+    text = str(ip)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 @functools.lru_cache(maxsize=65536)
 def _ip(host: str) -> IPAddress:
     return ipaddress.ip_address(host)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness import Namespace
+from harness.flow import endpoint
 from harness.sockets import IP_BIND_ADDRESS_NO_PORT
 
 pytestmark = pytest.mark.requires("IP_BIND_ADDRESS_NO_PORT")
@@ -65,7 +66,7 @@ STRACE = {4: ("127.0.0.2", "127.0.0.3"), 6: ("::1", "::1")}
 
 
 def ep(fam: int, ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if fam == 6 else f"{ip}:{port}"
+    return endpoint(ip, port)
 
 
 @pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from harness import Namespace, SockOptError, net
+from harness.flow import endpoint
 from harness.sockets import SO_BINDTOIFINDEX
 
 pytestmark = pytest.mark.requires("SO_BINDTOIFINDEX")
@@ -51,7 +52,7 @@ CLIENT_ROUTES = {
 
 
 def ep(v: int, ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if v == 6 else f"{ip}:{port}"
+    return endpoint(ip, port)
 
 
 def flow(a: Fam, proto: str, link: str, port: int = 80, sport: int = 1000) -> str:

@@ -15,6 +15,7 @@ import ipaddress
 import pytest
 
 from harness import Namespace
+from harness.flow import endpoint as ep
 
 FAMILIES = {
     "ipv4": dict(
@@ -35,10 +36,6 @@ FAMILIES = {
     ),
 }
 CLOSED = {"tcp": "RST", "udp": "ICMP"}
-
-
-def ep(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def host(prefix: str, n: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from harness import Namespace
+from harness.flow import endpoint
 
 # Per family: local prefix, a local address in it, a wildcard, a non-local destination, a client.
 FAMILIES = {
@@ -32,7 +33,7 @@ FAMILIES = {
 
 
 def ep(fam: int, ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if fam == 6 else f"{ip}:{port}"
+    return endpoint(ip, port)
 
 
 @pytest.fixture(params=[4, 6], ids=["ipv4", "ipv6"])

@@ -20,6 +20,7 @@ import pytest
 from harness import Namespace
 from harness.bpf import sk_lookup
 from harness.bpf.keys import Rule, select
+from harness.flow import endpoint as ep
 
 pytestmark = pytest.mark.requires("BPF_SK_LOOKUP", "CLANG_BPF")
 
@@ -32,10 +33,6 @@ FAMILIES = {
     "ipv4-mapped": dict(net1="192.0.2.0/24", net2="198.51.100.0/24", client="198.18.0.1", srv="::"),
 }
 CLOSED = {"tcp": "RST", "udp": "ICMP"}  # no socket at all
-
-
-def ep(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def host(prefix: str, n: int) -> str:

@@ -23,6 +23,7 @@ import pytest
 from harness import Namespace
 from harness.bpf import Steer
 from harness.bpf.libbpf import LibbpfError
+from harness.flow import endpoint as ep
 
 pytestmark = pytest.mark.requires("BPF_SK_LOOKUP", "CLANG_BPF")
 
@@ -33,10 +34,6 @@ FAMILIES = {
 CLOSED = {"tcp": "RST", "udp": "ICMP"}
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 BPF_RET_K = 0x06  # <linux/filter.h> BPF_RET | BPF_K
-
-
-def ep(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 @pytest.fixture(params=list(FAMILIES))

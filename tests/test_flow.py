@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from harness import Flow, FlowSyntaxError
+from harness.flow import endpoint
 
 
 @pytest.mark.parametrize(
@@ -77,3 +78,15 @@ def test_errors_name_the_culprit(text: str, culprit: str) -> None:
 def test_non_string_is_a_clear_error() -> None:
     with pytest.raises(FlowSyntaxError, match="a flow is a string"):
         Flow.parse(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ip", "port", "text"),
+    [
+        ("192.0.2.1", 80, "192.0.2.1:80"),
+        ("2001:db8::1", 443, "[2001:db8::1]:443"),
+        (ipaddress.ip_address("::"), 0, "[::]:0"),
+    ],
+)
+def test_endpoint(ip: object, port: int, text: str) -> None:
+    assert endpoint(ip, port) == text
