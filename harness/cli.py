@@ -93,7 +93,9 @@ def _load_all(paths: Sequence[str]) -> list[Scenario] | None:
     return None if bad else loaded
 
 
-def run_all(scenarios: list[Scenario], quiet: bool = False) -> list[ScenarioResult]:
+def run_all(
+    scenarios: list[Scenario], quiet: bool = False, prefix_optname: int | None = None
+) -> list[ScenarioResult]:
     """Run each scenario in its own namespace; progress on stderr for runs of many flows."""
     from harness.runner import run
 
@@ -108,7 +110,7 @@ def run_all(scenarios: list[Scenario], quiet: bool = False) -> list[ScenarioResu
             if show and n >= PROGRESS_MIN_FLOWS:
                 print(f"#   {sc.name}: {done}/{n} flows probed", file=sys.stderr)
 
-        results.append(run(sc, progress=progress))
+        results.append(run(sc, progress=progress, prefix_optname=prefix_optname))
     return results
 
 
@@ -130,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return USAGE
     if not _capable():
         return USAGE
-    return _emit(args, run_all(scenarios, args.quiet), _kernel())
+    return _emit(args, run_all(scenarios, args.quiet, args.bindtoprefix_optname), _kernel())
 
 
 def cmd_rfc(args: argparse.Namespace) -> int:
@@ -145,7 +147,7 @@ def cmd_rfc(args: argparse.Namespace) -> int:
         return 0
     if not _capable():
         return USAGE
-    return _emit(args, run_all(scenarios, args.quiet), _kernel())
+    return _emit(args, run_all(scenarios, args.quiet, args.bindtoprefix_optname), _kernel())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -265,6 +267,15 @@ def parser() -> argparse.ArgumentParser:
             "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
         )
 
+    def prefix_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--bindtoprefix-optname",
+            type=int,
+            metavar="N",
+            help="bind_prefix sockets use setsockopt(SOL_SOCKET, N) of a patched kernel "
+            "instead of the sk_lookup emulation of SO_BINDTOPREFIX",
+        )
+
     sp = sub.add_parser("run", help="run scenario files and print the dispatch matrix")
     sp.add_argument(
         "paths",
@@ -273,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
         help="scenario files or directories (default: fixtures/scenarios)",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    prefix_opt(sp)
     output_opts(sp)
     sp.set_defaults(fn=cmd_run)
 
@@ -282,6 +294,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--dir", help="the directory of RFC scenario files")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    prefix_opt(sp)
     output_opts(sp)
     sp.set_defaults(fn=cmd_rfc)
 

@@ -68,7 +68,8 @@ class ScenarioFile(pytest.File):
     def result(self) -> runner.ScenarioResult:
         """The scenario's rows, run on first use (one namespace for the whole file)."""
         if self._result is None:
-            self._result = runner.run(self.scenario)
+            optname = self.config.getoption("bindtoprefix_optname", None)
+            self._result = runner.run(self.scenario, prefix_optname=optname)
         return self._result
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]

@@ -33,6 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not fail the run when the host namespace changed during it",
     )
     group.addoption(
+        "--bindtoprefix-optname",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run SO_BINDTOPREFIX scenarios (Python and scenario files) with "
+        "setsockopt(SOL_SOCKET, N) of a patched kernel instead of the sk_lookup emulation",
+    )
+    group.addoption(
         "--bindlab-results",
         metavar="PATH",
         help="write every test's outcome and observed verdicts, keyed by kernel, to PATH (JSON)",

@@ -110,8 +110,13 @@ def _connect(sock: socket.socket, addr: tuple[str, int]) -> None:
         sock.setblocking(True)
 
 
-def make(ns: Namespace, spec: SocketSpec) -> tuple[socket.socket | None, str, str]:
+def make(
+    ns: Namespace, spec: SocketSpec, prefix_optname: int | None = None
+) -> tuple[socket.socket | None, str, str]:
     """Make one scenario socket: (socket or None, observed outcome, which call failed).
+
+    ``bind_prefix`` sockets use the sk_lookup emulation of SO_BINDTOPREFIX, or with
+    ``prefix_optname`` the real option of a patched kernel.
 
     The outcome is ``OK``, ``port N`` (with ``expect_port``) or the errno name of the first
     call that failed (that socket is then closed and counts in no verdict).
@@ -133,7 +138,7 @@ def make(ns: Namespace, spec: SocketSpec) -> tuple[socket.socket | None, str, st
             from harness.bpf import bind_to_prefix
 
             call = f"bind_to_prefix({spec.bind_prefix[0]}, {spec.bind_prefix[1]})"
-            bind_to_prefix(ns, sock, *spec.bind_prefix)
+            bind_to_prefix(ns, sock, *spec.bind_prefix, optname=prefix_optname)
         if spec.listen:
             call = "listen()"
             sock.listen(4096)
@@ -172,7 +177,9 @@ def _set_up(ns: Namespace, sc: Scenario) -> None:
 
 
 @contextlib.contextmanager
-def prepared(sc: Scenario) -> Iterator[tuple[Namespace, dict[str, tuple[str, str]]]]:
+def prepared(
+    sc: Scenario, prefix_optname: int | None = None
+) -> Iterator[tuple[Namespace, dict[str, tuple[str, str]]]]:
     """A namespace set up as ``sc`` says, its sockets made and dispatch bound.
 
     Yields ``(ns, steps)``: ``steps`` maps each checked socket's step name to (observed,
@@ -183,7 +190,7 @@ def prepared(sc: Scenario) -> Iterator[tuple[Namespace, dict[str, tuple[str, str
         made: dict[str, socket.socket] = {}
         steps: dict[str, tuple[str, str]] = {}
         for i, spec in enumerate(sc.sockets):
-            sock, observed, call = make(ns, spec)
+            sock, observed, call = make(ns, spec, prefix_optname)
             if spec.checked:
                 steps[spec.step] = (observed, call)
             elif sock is None:
@@ -212,8 +219,17 @@ def _packets(trace: list[tuple[str, bytes]]) -> str:
     return "\n".join(f"{arrow[d]} {dissect(p).summary()}" for d, p in trace) or "(no packets)"
 
 
-def run(sc: Scenario, *, progress: Progress | None = None, chunk: int = 2048) -> ScenarioResult:
-    """Run ``sc`` and return its rows, filled: skipped, errored, passed or failed."""
+def run(
+    sc: Scenario,
+    *,
+    progress: Progress | None = None,
+    chunk: int = 2048,
+    prefix_optname: int | None = None,
+) -> ScenarioResult:
+    """Run ``sc`` and return its rows, filled: skipped, errored, passed or failed.
+
+    ``prefix_optname``: run ``bind_prefix`` sockets with a patched kernel's real
+    SO_BINDTOPREFIX (this option number) instead of the sk_lookup emulation."""
     t0 = time.monotonic()
     rows = expected_rows(sc)
     result = ScenarioResult(sc.name, sc.path, rows, sc.claim, sc.source, sc.prefixes)
@@ -224,7 +240,7 @@ def run(sc: Scenario, *, progress: Progress | None = None, chunk: int = 2048) ->
         return result
     specs = {s.step: s for s in sc.sockets}
     try:
-        with prepared(sc) as (ns, steps):
+        with prepared(sc, prefix_optname) as (ns, steps):
             for r in rows[: len(steps)]:
                 r.observed, r.detail = steps[r.name]
                 r.status = PASS if _judge(specs[r.name], r.observed) else FAIL

@@ -1,4 +1,5 @@
-"""Scenario wiring: the ``--bindtoprefix-optname`` option and the ``bind_to_prefix`` fixture.
+"""Scenario wiring: the ``bind_to_prefix`` fixture (honouring the plugin's
+``--bindtoprefix-optname``) and the ``emulation_only`` marker.
 
 Without the option the SO_BINDTOPREFIX scenarios run against the sk_lookup emulation
 (:mod:`harness.bpf.prefixbind`); with ``--bindtoprefix-optname N`` they call the real
@@ -15,18 +16,6 @@ from dataclasses import dataclass
 import pytest
 
 from harness import FeatureMissing, Namespace, features
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("bindlab")
-    group.addoption(
-        "--bindtoprefix-optname",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run the SO_BINDTOPREFIX scenarios with setsockopt(SOL_SOCKET, N) of a patched "
-        "kernel instead of the sk_lookup emulation",
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
