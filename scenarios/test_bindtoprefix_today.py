@@ -244,8 +244,20 @@ def test_tproxy_without_local_routes_needs_the_policy_route(netns: Namespace, v:
 @pytest.mark.requires("LINK_VRF")
 def test_vrf_per_prefix_with_one_ingress_link_each(netns: Namespace) -> None:
     """VRF separates by ingress link, not by destination prefix: each prefix must arrive on
-    a link enslaved to its own VRF; A and B both bind 0.0.0.0:80, each to its VRF."""
+    a link enslaved to its own VRF; A and B both bind 0.0.0.0:80, each to its VRF.
+
+    A local prefix in a VRF table receives, but cannot answer: every reply (SYN-ACK, RST)
+    is routed with the flow's destination as source, and ip_route_output_key_hash_rcu()
+    only accepts a source that __ip_dev_find() knows (an interface address, or a local
+    route in table ``local``; VRF tables are not looked at) unless the socket is
+    IP_TRANSPARENT, which a RST for a closed port has no socket for. Without the prefix in
+    table ``local`` every verdict is NONE (IpOutNoRoutes). With it there, ``local`` must be
+    looked up after the l3mdev rule (the kernel adds that rule, pref 1000, with the first
+    VRF) and each VRF table must end in ``unreachable default``, or a prefix would be local
+    on every link (docs/networking/vrf.rst)."""
     ipr = netns.ipr
+    netns.run(["ip", "rule", "add", "pref", "32765", "table", "local"])
+    netns.run(["ip", "rule", "del", "pref", "0"])
     for name, table, link, clients, prefix in (
         ("vrf-a", 10, "in1", "198.19.1.0/24", PREFIX_A),
         ("vrf-b", 20, "in2", "198.19.2.0/24", PREFIX_B),
@@ -255,13 +267,29 @@ def test_vrf_per_prefix_with_one_ingress_link_each(netns: Namespace) -> None:
         ipr.link("set", index=vrf, state="up")
         inj = netns.add_injector(link)
         ipr.link("set", index=inj.index, master=vrf)
-        netns.run(["ip", "route", "add", clients, "dev", link, "table", str(table)])
-        netns.run(["ip", "route", "add", "local", prefix, "dev", name, "table", str(table)])
+        t = str(table)
+        netns.run(["ip", "route", "add", clients, "dev", link, "table", t])
+        netns.run(["ip", "route", "add", "local", prefix, "dev", name, "table", t])
+        netns.run(
+            ["ip", "route", "add", "unreachable", "default", "metric", "4278198272", "table", t]
+        )
+        netns.add_local_route(prefix, dev=name)  # table local: the replies' source is local
     netns.tcp_listener("0.0.0.0:80", label="A", bindtodevice="vrf-a")
     netns.tcp_listener("0.0.0.0:80", label="B", bindtodevice="vrf-b")
+    netns.tcp_listener("0.0.0.0:82", label="C")  # bound to no device
+    netns.sysctl("net.ipv4.tcp_l3mdev_accept", 0)  # the default
     rows = {
         "tcp 198.19.1.1:1000 -> 192.0.2.7:80 dev in1": "A",
         "tcp 198.19.2.1:1000 -> 198.51.100.7:80 dev in2": "B",
         "tcp 198.19.1.1:1001 -> 192.0.2.7:81 dev in1": "RST",
+        "tcp 198.19.1.1:1002 -> 198.51.100.7:80 dev in1": "NONE",  # B's prefix on A's link
+        "tcp 198.19.1.1:1003 -> 192.0.2.7:82 dev in1": "RST",  # C sees no VRF's flows ...
+    }
+    assert netns.probe(rows) == rows
+    netns.sysctl("net.ipv4.tcp_l3mdev_accept", 1)  # ... until tcp_l3mdev_accept=1
+    rows = {
+        "tcp 198.19.1.1:1004 -> 192.0.2.7:82 dev in1": "C",
+        "tcp 198.19.2.1:1004 -> 198.51.100.7:82 dev in2": "C",
+        "tcp 198.19.1.1:1005 -> 192.0.2.7:80 dev in1": "A",  # bound sockets still win
     }
     assert netns.probe(rows) == rows
