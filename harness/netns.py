@@ -274,6 +274,12 @@ class Namespace:
 
         return sockets.udp_socket(self, addr, label, connect=connect, **opts)
 
+    def server(self, proto: str, addr: str, label: str, **opts: Any) -> Any:
+        """A labelled TCP listener (``proto="tcp"``) or UDP socket (``"udp"``) on ``addr``."""
+        from harness import sockets
+
+        return sockets.server(self, proto, addr, label, **opts)
+
     def label(self, sock: Any, label: str) -> Any:
         """Make any socket count in verdicts under ``label``."""
         from harness import sockets

@@ -207,6 +207,15 @@ def udp_socket(
     return label_socket(ns, sock, label)
 
 
+def server(ns: Namespace, proto: str, addr: str, label: str, **opts: Any) -> socket.socket:
+    """A labelled TCP listener or UDP socket on ``addr``: what receives ``proto`` flows."""
+    if proto == "tcp":
+        return tcp_listener(ns, addr, label, **opts)
+    if proto == "udp":
+        return udp_socket(ns, addr, label, **opts)
+    raise ConfigError(f"unknown protocol {proto!r}: use 'tcp' or 'udp'")
+
+
 def check_label(label: str) -> str:
     from harness.probe import RESERVED_VERDICTS
 

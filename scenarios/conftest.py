@@ -26,6 +26,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.fixture(params=["tcp", "udp"])
+def proto(request: pytest.FixtureRequest) -> str:
+    """Each protocol in turn, for scenarios that hold for TCP and UDP alike."""
+    return request.param
+
+
 @dataclass
 class PrefixBinder:
     """Binds sockets of one namespace to prefixes: emulated, or the real option."""

@@ -69,11 +69,6 @@ def fam(request: pytest.FixtureRequest) -> Fam:
     return FAMILIES[request.param]
 
 
-@pytest.fixture(params=["tcp", "udp"])
-def proto(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
 def ns(netns: Namespace) -> Namespace:
     """Local routes for the servers and two injector links, in1 and in2."""
@@ -89,9 +84,7 @@ def serve(
     ns: Namespace, a: Fam, proto: str, label: str, *, port: int = 80, **opts: Any
 ) -> socket.socket:
     addr = ep(a.v, a.server, port)
-    if proto == "tcp":
-        return ns.tcp_listener(addr, label=label, **opts)
-    return ns.udp_socket(addr, label=label, **opts)
+    return ns.server(proto, addr, label, **opts)
 
 
 @pytest.mark.parametrize("option", ["bindtoifindex", "bindtodevice"])

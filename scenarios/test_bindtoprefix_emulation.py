@@ -48,11 +48,6 @@ def fam(request: pytest.FixtureRequest) -> dict:
     return FAMILIES[request.param]
 
 
-@pytest.fixture(params=["tcp", "udp"])
-def proto(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
 def lab(netns: Namespace, fam: dict) -> Namespace:
     netns.add_local_route(fam["net1"])

@@ -44,11 +44,6 @@ def fam(request: pytest.FixtureRequest) -> dict[str, str]:
     return FAMILIES[request.param]
 
 
-@pytest.fixture(params=["tcp", "udp"])
-def proto(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
 def lab(netns: Namespace, fam: dict[str, str]) -> Namespace:
     netns.add_local_route(fam["net1"])
@@ -60,10 +55,7 @@ def lab(netns: Namespace, fam: dict[str, str]) -> Namespace:
 
 def server(ns: Namespace, proto: str, fam: dict[str, str], port: int, label: str):
     """A labelled server on a loopback (or, ipv4-mapped, dual-stack) address, port ``port``."""
-    addr = ep(fam["srv"], port)
-    if proto == "tcp":
-        return ns.tcp_listener(addr, label=label)
-    return ns.udp_socket(addr, label=label)
+    return ns.server(proto, ep(fam["srv"], port), label)
 
 
 def flow(proto: str, fam: dict[str, str], sport: int, dst: str, dport: int) -> str:
@@ -192,10 +184,7 @@ def test_dispatch_matches_reference_model(netns, family):
 
 def test_unbind_falls_back_to_regular_lookup_and_counts(lab, fam, proto):
     dst = host(fam["net1"], 10)
-    if proto == "tcp":
-        lab.tcp_listener(ep(dst, 80), label="regular")
-    else:
-        lab.udp_socket(ep(dst, 80), label="regular")
+    lab.server(proto, ep(dst, 80), "regular")
     nginx = server(lab, proto, fam, 8080, "nginx")
     d = sk_lookup(lab)
     d.bind(proto, fam["net1"], 80, nginx)
@@ -249,10 +238,7 @@ def test_replace_binding_while_traffic_flows(netns):
 
 def test_closed_socket_drops_rather_than_falling_through(lab, fam, proto):
     dst = host(fam["net1"], 10)
-    if proto == "tcp":
-        lab.tcp_listener(ep(dst, 80), label="regular")
-    else:
-        lab.udp_socket(ep(dst, 80), label="regular")
+    lab.server(proto, ep(dst, 80), "regular")
     nginx = server(lab, proto, fam, 8080, "nginx")
     d = sk_lookup(lab)
     d.bind(proto, fam["net1"], 80, nginx)
@@ -282,10 +268,7 @@ def test_fallback_socket_takes_over_when_the_first_closes(lab, fam, proto):
 
 def test_detach_restores_regular_lookup_and_attach_resumes(lab, fam, proto):
     dst = host(fam["net1"], 10)
-    if proto == "tcp":
-        lab.tcp_listener(ep(dst, 80), label="regular")
-    else:
-        lab.udp_socket(ep(dst, 80), label="regular")
+    lab.server(proto, ep(dst, 80), "regular")
     d = sk_lookup(lab)
     d.bind(proto, fam["net1"], 80, server(lab, proto, fam, 8080, "nginx"))
     f = [flow(proto, fam, 40000 + i, dst, 80) for i in range(3)]

@@ -41,11 +41,6 @@ def fam(request: pytest.FixtureRequest) -> dict[str, str]:
     return FAMILIES[request.param]
 
 
-@pytest.fixture(params=["tcp", "udp"])
-def proto(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
 def lab(netns: Namespace) -> Namespace:
     netns.add_local_route("192.0.2.0/24")
@@ -55,9 +50,7 @@ def lab(netns: Namespace) -> Namespace:
 
 
 def sock(ns: Namespace, proto: str, addr: str, label: str, **opts):
-    if proto == "tcp":
-        return ns.tcp_listener(addr, label=label, **opts)
-    return ns.udp_socket(addr, label=label, **opts)
+    return ns.server(proto, addr, label, **opts)
 
 
 def flows(proto: str, fam: dict[str, str], n: int, dst: str | None = None, port: int = 80):

@@ -105,3 +105,12 @@ def test_refused_option_closes_the_socket(netns: Namespace) -> None:
 def test_bad_labels(netns: Namespace, label: str) -> None:
     with pytest.raises(ConfigError, match="label"):
         netns.tcp_listener("127.0.0.1:80", label=label)
+
+
+def test_server_makes_what_receives_the_protocol(netns: Namespace) -> None:
+    t = netns.server("tcp", "127.0.0.1:80", "web")
+    u = netns.server("udp", "[::1]:53", "dns")
+    assert t.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    assert (u.type, u.family) == (socket.SOCK_DGRAM, socket.AF_INET6)
+    with pytest.raises(ConfigError, match="unknown protocol 'sctp'"):
+        netns.server("sctp", "127.0.0.1:80", "x")
