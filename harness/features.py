@@ -52,11 +52,11 @@ def _errname(e: OSError) -> str:
 
 
 def _sockopt(
-    level: int, optname: int, value: int | bytes, label: str, proto: int = socket.SOCK_STREAM
+    level: int, optname: int, value: int | bytes, label: str
 ) -> Callable[[Namespace], str]:
     def probe(ns: Namespace) -> str:
         with ns.enter():
-            s = socket.socket(socket.AF_INET, proto)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         with s:
             s.setsockopt(level, optname, value)
         return f"setsockopt({label}) ok"

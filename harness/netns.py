@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from harness.bpf.dispatcher import Dispatcher
     from harness.inject import Injector
     from harness.net import Link
-    from harness.probe import Flow
 
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 MS_BIND = 0x1000  # <linux/mount.h>
@@ -320,11 +319,6 @@ class Namespace:
         from harness.bpf.dispatcher import sk_lookup
 
         return sk_lookup(self, **kw)
-
-    def flows(self, *specs: str) -> list[Flow]:
-        from harness.probe import Flow
-
-        return [Flow.parse(s) for s in specs]
 
 
 def running_as_capable() -> str | None:
