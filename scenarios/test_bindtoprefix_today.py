@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness import Namespace
+from harness.flow import endpoint
 
 PREFIX_A, PREFIX_B = "192.0.2.0/24", "198.51.100.0/24"
 OTHER = "203.0.113.0/24"  # a third local prefix nobody asked for
@@ -163,7 +164,7 @@ TPROXY_FAMILIES = {
 
 
 def ep(v: int, ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if v == 6 else f"{ip}:{port}"
+    return endpoint(ip, port)
 
 
 def load_tproxy(ns: Namespace) -> None:
