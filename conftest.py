@@ -1,15 +1,17 @@
-"""Repo-level wiring. The bindlab plugin itself (fixtures, markers, host guard) is loaded by
-its ``pytest11`` entry point once the package is installed (``pip install -e .``)."""
+"""Repository-only wiring for bindlab's own suite. The plugin itself (fixtures, markers,
+``scale`` deselection, host guard) comes from the installed package's ``pytest11`` entry
+point, exactly as in a downstream project."""
 
-import pytest
+from __future__ import annotations
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave ``scale`` experiments out of the default run; ``-m scale`` selects them."""
-    if "scale" in (config.getoption("markexpr") or ""):
-        return
-    keep = [i for i in items if i.get_closest_marker("scale") is None]
-    dropped = [i for i in items if i.get_closest_marker("scale") is not None]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the test extras are not installed: the property tests skip
+    pass
+else:
+    # Property and fuzz tests stay bounded to seconds: no per-example deadline (a namespace
+    # costs milliseconds on a noisy runner), a fixed example budget.
+    settings.register_profile(
+        "bindlab", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile("bindlab")

@@ -16,9 +16,8 @@ import statistics
 import time
 
 from bench_probe import flows_for, probe_round  # bench/ is on sys.path when run as a script
-
-from harness import Namespace
-from harness.bpf import sk_lookup
+from bindlab import Namespace
+from bindlab.bpf import sk_lookup
 
 
 def fill(ns: Namespace, web: socket.socket, n: int) -> float:

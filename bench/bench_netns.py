@@ -14,8 +14,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from harness import Namespace
-from harness.netns import _new_netns_fd
+from bindlab import Namespace
+from bindlab.netns import _new_netns_fd
 
 
 def harness_cycle(i: int) -> None:

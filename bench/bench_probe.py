@@ -19,7 +19,7 @@ import statistics
 import struct
 import time
 
-from harness import Flow, Namespace, packets
+from bindlab import Flow, Namespace, packets
 
 LINGER_RST = struct.pack("ii", 1, 0)
 

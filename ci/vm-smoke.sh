@@ -53,14 +53,14 @@ mkdir -p "$OUT"
 say "bindlab vm --kernel $KERNEL -- pytest scenarios/test_core_dispatch.py -k '$SUBSET'"
 start=$(date +%s)
 rc=0
-"$PY" -m harness.vm --kernel "$KERNEL" --timeout 900 --results-dir "$OUT" -- \
+"$PY" -m bindlab.vm.boot --kernel "$KERNEL" --timeout 900 --results-dir "$OUT" -- \
     pytest scenarios/test_core_dispatch.py -q -k "$SUBSET" || rc=$?
 say "vm run took $(($(date +%s) - start)) s, exit $rc"
 [ "$rc" -eq 0 ] || fail "bindlab vm exited $rc (see $OUT/*.console.log and *.vm.json)"
 
 "$PY" - "$OUT" "$EXPECTED_TESTS" <<'EOF' || fail "results check failed"
 import glob, sys
-from harness.results import Results
+from bindlab.results import Results
 
 out, expected = sys.argv[1], int(sys.argv[2])
 files = [f for f in glob.glob(f"{out}/*.json") if not f.endswith(".vm.json")]

@@ -1,8 +1,8 @@
 """Scenario wiring: the ``bind_to_prefix`` fixture (honouring the plugin's
-``--bindtoprefix-optname``) and the ``emulation_only`` marker.
+``--bindlab-bindtoprefix-optname``) and the ``emulation_only`` marker.
 
 Without the option the SO_BINDTOPREFIX scenarios run against the sk_lookup emulation
-(:mod:`harness.bpf.prefixbind`); with ``--bindtoprefix-optname N`` they call the real
+(:mod:`bindlab.bpf.prefixbind`); with ``--bindlab-bindtoprefix-optname N`` they call the real
 ``setsockopt(SOL_SOCKET, N, prefix)`` of a patched kernel, so the emulation's scenarios are
 a conformance suite for the patch.
 """
@@ -14,15 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
-from harness import FeatureMissing, Namespace, features
+from bindlab import FeatureMissing, Namespace, features
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "emulation_only: asserts a choice of the SO_BINDTOPREFIX emulation that the RFC does "
-        "not fix; skipped with --bindtoprefix-optname. Example: @pytest.mark.emulation_only",
+        "not fix; skipped with --bindlab-bindtoprefix-optname. Example: @pytest.mark.emulation_only",
     )
 
 
@@ -46,7 +45,7 @@ class PrefixBinder:
     def __call__(
         self, sock: socket.socket, prefix: str, port: int, backlog: int = 4096
     ) -> socket.socket:
-        from harness.bpf.prefixbind import bind_to_prefix
+        from bindlab.bpf.prefixbind import bind_to_prefix
 
         return bind_to_prefix(self.ns, sock, prefix, port, optname=self.optname, backlog=backlog)
 
@@ -56,7 +55,7 @@ def bind_to_prefix(
     request: pytest.FixtureRequest, netns: Namespace
 ) -> Callable[..., socket.socket]:
     """A function ``bind_to_prefix(sock, prefix, port)`` for sockets of ``netns``: the
-    sk_lookup emulation, or the real option with ``--bindtoprefix-optname N``.
+    sk_lookup emulation, or the real option with ``--bindlab-bindtoprefix-optname N``.
 
     Example::
 
@@ -64,12 +63,12 @@ def bind_to_prefix(
             s = netns.socket("tcp", 4, reuseport=True)
             bind_to_prefix(netns.label(s, "web"), "192.0.2.0/24", 80)
     """
-    optname = request.config.getoption("bindtoprefix_optname")
+    optname = request.config.getoption("bindlab_bindtoprefix_optname")
     if optname is None:
         try:
             features.require("BPF_SK_LOOKUP", "CLANG_BPF")
         except FeatureMissing as e:
             pytest.skip(f"SO_BINDTOPREFIX emulation: {e}")
     elif request.node.get_closest_marker("emulation_only"):
-        pytest.skip(f"emulation-only behaviour; --bindtoprefix-optname={optname} given")
+        pytest.skip(f"emulation-only behaviour; --bindlab-bindtoprefix-optname={optname} given")
     return PrefixBinder(netns, optname)

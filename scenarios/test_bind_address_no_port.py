@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
-from harness import Namespace
-from harness.flow import endpoint
-from harness.sockets import IP_BIND_ADDRESS_NO_PORT
+from bindlab import Namespace
+from bindlab.flow import endpoint
+from bindlab.sockets import IP_BIND_ADDRESS_NO_PORT
 
 pytestmark = pytest.mark.requires("IP_BIND_ADDRESS_NO_PORT")
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from harness import Namespace, SockOptError, net
-from harness.flow import endpoint
-from harness.sockets import SO_BINDTOIFINDEX
+from bindlab import Namespace, SockOptError, net
+from bindlab.flow import endpoint
+from bindlab.sockets import SO_BINDTOIFINDEX
 
 pytestmark = pytest.mark.requires("SO_BINDTOIFINDEX")
 

@@ -13,9 +13,8 @@ import errno
 import ipaddress
 
 import pytest
-
-from harness import Namespace
-from harness.flow import endpoint as ep
+from bindlab import Namespace
+from bindlab.flow import endpoint as ep
 
 FAMILIES = {
     "ipv4": dict(
@@ -163,7 +162,7 @@ def test_nested_reuseport_prefixes_longest_wins(lab, fam, proto, bind_to_prefix)
 
 @pytest.mark.emulation_only
 def test_prefix_with_host_bits_is_refused(lab, fam, bind_to_prefix):
-    from harness import ConfigError
+    from bindlab import ConfigError
 
     bad = host(fam["net1"], 5) + ("/24" if fam["v"] == 4 else "/64")
     with pytest.raises(ConfigError, match="host bits set"):

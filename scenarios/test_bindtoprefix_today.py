@@ -22,9 +22,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from harness import Namespace
-from harness.flow import endpoint
+from bindlab import Namespace
+from bindlab.flow import endpoint
 
 PREFIX_A, PREFIX_B = "192.0.2.0/24", "198.51.100.0/24"
 OTHER = "203.0.113.0/24"  # a third local prefix nobody asked for

@@ -7,9 +7,8 @@ namespace. Family-neutral tests run as IPv4 and IPv6 (`fam` parameter).
 from __future__ import annotations
 
 import pytest
-
-from harness import Namespace
-from harness.flow import endpoint
+from bindlab import Namespace
+from bindlab.flow import endpoint
 
 # Per family: local prefix, a local address in it, a wildcard, a non-local destination, a client.
 FAMILIES = {

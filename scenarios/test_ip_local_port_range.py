@@ -18,9 +18,8 @@ import struct
 from typing import Any
 
 import pytest
-
-from harness import Namespace, SockOptError
-from harness.sockets import IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE, get_local_port_range
+from bindlab import Namespace, SockOptError
+from bindlab.sockets import IP_BIND_ADDRESS_NO_PORT, IP_LOCAL_PORT_RANGE, get_local_port_range
 
 pytestmark = pytest.mark.requires("IP_LOCAL_PORT_RANGE")
 

@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-from harness import Namespace
+from bindlab import Namespace
 
 pytestmark = [pytest.mark.scale, pytest.mark.requires("IP_BIND_ADDRESS_NO_PORT")]
 

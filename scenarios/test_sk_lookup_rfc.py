@@ -16,11 +16,10 @@ import random
 import threading
 
 import pytest
-
-from harness import Namespace
-from harness.bpf import sk_lookup
-from harness.bpf.keys import Rule, select
-from harness.flow import endpoint as ep
+from bindlab import Namespace
+from bindlab.bpf import sk_lookup
+from bindlab.bpf.keys import Rule, select
+from bindlab.flow import endpoint as ep
 
 pytestmark = pytest.mark.requires("BPF_SK_LOOKUP", "CLANG_BPF")
 
@@ -154,7 +153,7 @@ def test_binding_precedence(netns, family):
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_dispatch_matches_reference_model(netns, family):
     """60 random bindings (prefix lengths /26../32 or /122../128, four ports or any) against
-    120 random flows: the program picks what :func:`harness.bpf.keys.select` picks."""
+    120 random flows: the program picks what :func:`bindlab.bpf.keys.select` picks."""
     fam = FAMILIES[family]
     base = ipaddress.ip_network("192.0.2.0/24" if family == "ipv4" else "2001:db8:1::/120")
     netns.add_local_route(str(base))

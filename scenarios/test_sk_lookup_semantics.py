@@ -19,11 +19,10 @@ import socket
 import struct
 
 import pytest
-
-from harness import Namespace
-from harness.bpf import Steer
-from harness.bpf.libbpf import LibbpfError
-from harness.flow import endpoint as ep
+from bindlab import Namespace
+from bindlab.bpf import Steer
+from bindlab.bpf.libbpf import LibbpfError
+from bindlab.flow import endpoint as ep
 
 pytestmark = pytest.mark.requires("BPF_SK_LOOKUP", "CLANG_BPF")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from harness import ConfigError, FeatureMissing
-from harness.bpf import build
+from bindlab import ConfigError, FeatureMissing
+from bindlab.bpf import build
 
 
 def test_shipped_sources() -> None:

@@ -7,10 +7,9 @@ import errno
 import os
 
 import pytest
-
-from harness import ConfigError, HarnessError, Namespace
-from harness.bpf import Dispatcher, sk_lookup
-from harness.bpf.libbpf import BpfObject, LibbpfError
+from bindlab import ConfigError, HarnessError, Namespace
+from bindlab.bpf import Dispatcher, sk_lookup
+from bindlab.bpf.libbpf import BpfObject, LibbpfError
 
 pytestmark = pytest.mark.requires("BPF_SK_LOOKUP", "CLANG_BPF")
 

@@ -6,9 +6,8 @@ import ipaddress
 import struct
 
 import pytest
-
-from harness import ConfigError
-from harness.bpf.keys import (
+from bindlab import ConfigError
+from bindlab.bpf.keys import (
     ANY_PORT,
     KEY,
     MAX_FALLBACK,

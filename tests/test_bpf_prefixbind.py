@@ -7,8 +7,7 @@ import ipaddress
 import struct
 
 import pytest
-
-from harness.bpf.prefixbind import PrefixSocket, conflicts, in_use, overlaps, prefix_struct
+from bindlab.bpf.prefixbind import PrefixSocket, conflicts, in_use, overlaps, prefix_struct
 
 net = ipaddress.ip_network
 

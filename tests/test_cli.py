@@ -10,13 +10,12 @@ import types
 from pathlib import Path
 
 import pytest
-
-from harness import cli
-from harness.results import Results
-from harness.results import TestResult as Outcome
+from bindlab import cli
+from bindlab.results import Results
+from bindlab.results import TestResult as Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
-RFC = ROOT / "fixtures" / "scenarios" / "rfc"
+RFC = cli.RFC_DIR
 GOOD = """\
 [setup]
 local_routes = ["192.0.2.0/24"]
@@ -34,7 +33,7 @@ bind = "192.0.2.10:80"
 def bindlab(
     *args: str, user: str | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "harness.cli", *args]
+    cmd = [sys.executable, "-m", "bindlab.cli", *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
@@ -42,7 +41,7 @@ def bindlab(
 
 def test_help_imports_neither_scapy_nor_pyroute2() -> None:
     code = (
-        "import sys, harness.cli as c\n"
+        "import sys, bindlab.cli as c\n"
         "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('scapy', 'pyroute2')))"
     )
@@ -163,17 +162,17 @@ def test_vm_and_diff_are_delegated(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen = []
-    fake = types.ModuleType("harness._fake_diff")
+    fake = types.ModuleType("bindlab._fake_diff")
     fake.cli = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness._fake_diff", fake)
-    monkeypatch.setitem(cli.DELEGATED, "diff", "harness._fake_diff")
+    monkeypatch.setitem(sys.modules, "bindlab._fake_diff", fake)
+    monkeypatch.setitem(cli.DELEGATED, "diff", "bindlab._fake_diff")
     assert cli.main(["diff", "a.json", "b.json", "--help"]) == 7
     assert seen == [["a.json", "b.json", "--help"]]
 
-    monkeypatch.setitem(cli.DELEGATED, "vm", "harness._no_such_module")
+    monkeypatch.setitem(cli.DELEGATED, "vm", "bindlab._no_such_module")
     assert cli.main(["vm", "--kernel", "6.1"]) == 2
     err = capsys.readouterr().err
     assert (
         err
-        == "bindlab: 'bindlab vm' is not available: this installation has no harness._no_such_module module\n"
+        == "bindlab: 'bindlab vm' is not available: this installation has no bindlab._no_such_module module\n"
     )

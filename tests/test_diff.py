@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from harness import diff
-from harness.results import Results
-from harness.results import TestResult as Observed
+from bindlab import diff
+from bindlab.results import Results
+from bindlab.results import TestResult as Observed
 
 FLOW = "tcp 198.18.0.1:40000 -> 192.0.2.10:80"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
-from harness import Flow, FlowSyntaxError
-from harness.flow import endpoint
+from bindlab import Flow, FlowSyntaxError
+from bindlab.flow import endpoint
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from harness import Namespace, hostguard
+from bindlab import Namespace, hostguard
 
 
 def test_diff_names_each_change() -> None:

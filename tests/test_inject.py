@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from bindlab import Namespace
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.packet import Raw
-
-from harness import Namespace
 
 
 def test_scapy_handshake_ipv4(netns: Namespace) -> None:

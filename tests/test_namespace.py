@@ -9,9 +9,8 @@ import socket
 import threading
 
 import pytest
-
-from harness import CommandFailed, ConfigError, Namespace, SysctlError
-from harness.netns import current_netns_fd
+from bindlab import CommandFailed, ConfigError, Namespace, SysctlError
+from bindlab.netns import current_netns_fd
 
 
 def netns_id(fd: int | None = None) -> str:
@@ -142,7 +141,7 @@ def test_local_routes_deliver_whole_prefix(netns: Namespace) -> None:
 
 
 def test_add_link_dummy_or_its_stand_in(netns: Namespace) -> None:
-    from harness import features
+    from bindlab import features
 
     link = netns.add_link("d0", kind="dummy", addrs=["203.0.113.1/24", "2001:db8:d0::1/64"])
     if features.detect("LINK_DUMMY").ok:

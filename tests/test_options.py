@@ -6,9 +6,8 @@ import errno
 import socket
 
 import pytest
-
-from harness import ConfigError, Namespace, SockOptError
-from harness.sockets import get_local_port_range, parse_addr, set_option
+from bindlab import ConfigError, Namespace, SockOptError
+from bindlab.sockets import get_local_port_range, parse_addr, set_option
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from bindlab import packets
+from bindlab.packets import TCP_ACK, TCP_RST, TCP_SYN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6, IPv6ExtHdrDestOpt
 from scapy.packet import Raw
-
-from harness import packets
-from harness.packets import TCP_ACK, TCP_RST, TCP_SYN
 
 V4 = ("198.18.0.1", "192.0.2.10")
 V6 = ("2001:db8:ffff::1", "2001:db8:1::5")

@@ -36,6 +36,6 @@ def test_pytest_run_stops_with_one_message(tmp_path: Path) -> None:
 
 
 def test_library_refuses_with_the_same_sentence(tmp_path: Path) -> None:
-    code = "from harness.netns import running_as_capable; print(running_as_capable())"
+    code = "from bindlab.netns import running_as_capable; print(running_as_capable())"
     proc = run_unprivileged(tmp_path, "-c", code)
     assert proc.returncode == 0 and proc.stdout.startswith("bindlab needs root"), proc.stderr

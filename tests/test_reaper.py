@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from harness import reaper
-from harness.netns import RUN_NETNS, Namespace, process_start_time
+from bindlab import Namespace, reaper
+from bindlab.reaper import RUN_NETNS, process_start_time
 
 
 def touch(d: Path, name: str) -> str:

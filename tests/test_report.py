@@ -6,11 +6,10 @@ import json
 import re
 
 import pytest
-
-from harness import report
-from harness.results import Results
-from harness.results import TestResult as Outcome
-from harness.runner import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
+from bindlab import report
+from bindlab.results import Results
+from bindlab.results import TestResult as Outcome
+from bindlab.scenario.run import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
 
 
 def sample() -> list[ScenarioResult]:

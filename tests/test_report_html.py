@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from harness import report
-from harness.runner import run
-from harness.scenario import load
+from bindlab import report
+from bindlab.scenario.load import load
+from bindlab.scenario.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "fixtures" / "scenarios" / "specific_vs_wildcard.toml"

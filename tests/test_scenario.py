@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from harness import ConfigError
-from harness.scenario import (
+from bindlab import ConfigError
+from bindlab.scenario.load import (
     DISPATCH,
     SETUP,
     SOCKET,
@@ -92,7 +91,13 @@ def test_a_good_file_becomes_dataclasses() -> None:
     assert web.line == 10 and sc.dispatch[0].line == 32
 
 
-@pytest.mark.parametrize("path", sorted(FIXTURES.rglob("*.toml")), ids=lambda p: p.name)
+SHIPPED = [
+    *FIXTURES.rglob("*.toml"),
+    *(ROOT / "harness" / "bindlab" / "data" / "rfc").glob("*.toml"),
+]
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED), ids=lambda p: p.name)
 def test_every_shipped_file_loads(path: Path) -> None:
     sc = load(path)
     assert isinstance(sc, Scenario) and (sc.expect or any(s.checked for s in sc.sockets))
@@ -101,14 +106,14 @@ def test_every_shipped_file_loads(path: Path) -> None:
 
 
 def test_the_schema_documents_exactly_what_the_loader_accepts() -> None:
-    schema = json.loads((FIXTURES / "schema.json").read_text())
+    schema = json.loads((ROOT / "harness" / "bindlab" / "data" / "schema.json").read_text())
     defs = schema["$defs"]
     assert set(schema["properties"]) == set(TOP)
     assert set(defs["setup"]["properties"]) == set(SETUP)
     assert set(defs["socket"]["properties"]) == set(SOCKET)
     assert set(defs["binding"]["properties"]) == set(DISPATCH)
-    from harness import features
-    from harness.sockets import OPTIONS
+    from bindlab import features
+    from bindlab.sockets import OPTIONS
 
     assert set(defs["socket"]["properties"]["options"]["properties"]) == set(OPTIONS)
     assert set(schema["properties"]["requires"]["items"]["enum"]) == set(features.PROBES)

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import collect, plugin
-
 ROOT = Path(__file__).resolve().parent.parent
 FILE = """\
 [setup]
@@ -37,17 +35,20 @@ def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
-def test_the_property_keys_are_the_plugins() -> None:
-    assert collect.EXPECTED_PROPERTY == plugin.EXPECTED_PROPERTY
-    assert collect.ERRNOS_PROPERTY == plugin.ERRNOS_PROPERTY
-    assert collect.VERDICTS_PROPERTY == plugin.VERDICTS_PROPERTY
+def opt_in(tmp_path: Path, *paths: str) -> None:
+    """A downstream project's opt-in: its ``bindlab_scenarios`` ini option."""
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nbindlab_scenarios = {' '.join(paths)}\n")
 
 
 def test_the_default_run_collects_every_scenario_file() -> None:
     p = pytest_run("--collect-only", "-q", cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:]
     files = {line.split("::")[0] for line in p.stdout.splitlines() if ".toml::" in line}
-    shipped = {str(f.relative_to(ROOT)) for f in (ROOT / "fixtures").rglob("*.toml")}
+    shipped = {
+        str(f.relative_to(ROOT))
+        for d in ("fixtures", "harness/bindlab/data/rfc")
+        for f in (ROOT / d).rglob("*.toml")
+    }
     assert shipped and files == shipped
     assert "fixtures/scenarios/reuseport.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
     assert "fixtures/scenarios/reuseport.toml::loner: tcp bind 192.0.2.10:80 listen" in p.stdout
@@ -63,6 +64,7 @@ def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
     )
     (d / "bad.toml").write_text(FILE.replace('label = "dup"', 'label = "dup"\nlisten = "yes"'))
     (d / "notmine.json").write_text("{}")
+    opt_in(tmp_path, "scenarios")
     results, junit = tmp_path / "results.json", tmp_path / "junit.xml"
     p = pytest_run(
         str(d),
@@ -114,7 +116,7 @@ def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
 
 @pytest.mark.privileged
 def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) -> None:
-    from harness import features
+    from bindlab import features
 
     d = tmp_path / "scenarios"
     d.mkdir()
@@ -122,6 +124,7 @@ def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) ->
     if missing is not None:
         (d / "skip.toml").write_text(f'requires = ["{missing.name}"]\n' + FILE)
     (d / "good.toml").write_text(FILE)
+    opt_in(tmp_path, "scenarios")
     p = pytest_run(str(d), "-rs", "-v", "-k", "40000", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "good.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED" in p.stdout
@@ -137,5 +140,22 @@ def test_a_toml_named_on_the_command_line_is_collected_anywhere(tmp_path: Path) 
     p = pytest_run("--collect-only", "-q", str(f), cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "elsewhere.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
-    p = pytest_run("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not under scenarios/
+    p = pytest_run("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not opted in
     assert p.returncode == 5 and "no tests collected" in p.stdout
+
+
+def test_only_declared_or_configured_toml_files_are_scenarios(tmp_path: Path) -> None:
+    """A downstream project's unrelated ``scenarios/*.toml`` is never taken for a scenario."""
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "foo.toml").write_text("[tool.other]\nx = 1\n")
+    (tmp_path / "web.bindlab.toml").write_text(FILE)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "split.toml").write_text(FILE)
+    p = pytest_run("--collect-only", "-q", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout
+    assert "web.bindlab.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "foo.toml" not in p.stdout and "split.toml" not in p.stdout
+    opt_in(tmp_path, "mine")
+    p = pytest_run("--collect-only", "-q", cwd=tmp_path)
+    assert "mine/split.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "foo.toml" not in p.stdout

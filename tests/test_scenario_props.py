@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bindlab.scenario.load import DISPATCH, SETUP, SOCKET, TOP, Scenario, ScenarioError, load_text
+from bindlab.sockets import OPTIONS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from harness.scenario import DISPATCH, SETUP, SOCKET, TOP, Scenario, ScenarioError, load_text
-from harness.sockets import OPTIONS
 
 FIXTURES = sorted(
     (Path(__file__).resolve().parent.parent / "fixtures" / "scenarios").rglob("*.toml")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-
-from harness import features
-from harness.runner import ERROR, FAIL, PASS, SKIP, expected_rows, prepared, run, skip_reason
-from harness.scenario import load_text
+from bindlab import features
+from bindlab.scenario.load import load_text
+from bindlab.scenario.run import ERROR, FAIL, PASS, SKIP, expected_rows, prepared, run, skip_reason
 
 pytestmark = pytest.mark.privileged
 
@@ -107,7 +106,7 @@ def test_missing_feature_skips_with_its_reason() -> None:
 
 
 def test_no_dispatcher_is_a_skip_with_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "harness.bpf", None)  # as if harness/bpf were absent
+    monkeypatch.setitem(sys.modules, "bindlab.bpf", None)  # as if harness/bpf were absent
     text = BASE + '\n[[dispatch]]\nprefix = "198.51.100.0/24"\nport = 80\nlabel = "web"\n'
     reason = skip_reason(load_text(text, "d.toml"))
     assert reason is not None and reason.startswith("sk_lookup dispatcher not available")

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from harness import kernels, vm
+from bindlab.vm import boot as vm
+from bindlab.vm import kernels
 
 
 def run_vm(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.vm", *argv],
+        [sys.executable, "-m", "bindlab.vm.boot", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -141,7 +141,7 @@ def kernel61() -> Iterator[str]:
     if k is None:
         pytest.skip(
             f"no linux-image-6.1.0-*-amd64 in {kernels.cache_dir()} "
-            "(fetch it: python -m harness.vm --kernel linux-image-amd64 -- true)"
+            "(fetch it: python -m bindlab.vm.boot --kernel linux-image-amd64 -- true)"
         )
     with open(os.path.join(kernels.cache_dir(), ".vm-tests.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

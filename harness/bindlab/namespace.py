@@ -1,0 +1,133 @@
+"""The :class:`Namespace` facade: one object to configure a namespace, open labelled sockets
+in it and probe which of them receives each flow.
+
+It sits above the modules it delegates to (:mod:`bindlab.net`, :mod:`bindlab.sockets`,
+:mod:`bindlab.inject`, :mod:`bindlab.probe`, :mod:`bindlab.bpf`); they take the
+:class:`~bindlab.netns.NetNS` core as an argument and never reach back up here.
+"""
+
+from __future__ import annotations
+
+from socket import socket as Socket
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bindlab import inject, net, probe, sockets
+from bindlab.bpf.dispatcher import Dispatcher, sk_lookup
+from bindlab.flow import Flow
+from bindlab.inject import DEFAULT_INJECTOR, Injector
+from bindlab.net import Link
+from bindlab.netns import NetNS
+
+
+class Namespace(NetNS):
+    """A network namespace made by this process; closing it releases everything made in it.
+
+    Example::
+
+        with Namespace() as ns:
+            ns.add_local_route("192.0.2.0/24")
+            ns.tcp_listener("192.0.2.1:80", label="web")
+            assert ns.probe(["tcp 198.18.0.1:1000 -> 192.0.2.1:80"]) == {...: "web"}
+    """
+
+    # -- links, addresses, routes, sysctls ---------------------------------------------------
+
+    def add_local_route(self, prefix: str, dev: str = "lo") -> None:
+        """``ip route add local PREFIX dev DEV`` (scope host), IPv4 or IPv6."""
+        net.add_local_route(self, prefix, dev)
+
+    def add_link(self, name: str, kind: str = "dummy", addrs: Sequence[str] = ()) -> Link:
+        """Create a link (a stand-in kind if the kernel lacks ``kind``), up, with addresses."""
+        return net.add_link(self, name, kind, addrs)
+
+    def add_addr(self, dev: str, cidr: str) -> None:
+        """Add an address (IPv6 with ``nodad``) to ``dev``."""
+        net.add_addr(self, dev, cidr)
+
+    def sysctl(self, key: str, value: str | int | None = None) -> str:
+        """Read (and with ``value``, write) a ``net.*`` sysctl of this namespace."""
+        return net.sysctl(self, key, value)
+
+    def link_index(self, name: str) -> int:
+        """The ifindex of link ``name`` (a ``ConfigError`` naming it if there is none)."""
+        return net.link_index(self, name)
+
+    @property
+    def links(self) -> dict[str, Link]:
+        """The links made by :meth:`add_link`, by name."""
+        return net.links(self)
+
+    # -- sockets ------------------------------------------------------------------------------
+
+    def socket(self, proto: str = "tcp", family: int | str = 4, **opts: Any) -> Socket:
+        """A raw socket made inside the namespace, with typed options applied."""
+        return sockets.make_socket(self, proto, family, **opts)
+
+    def tcp_listener(self, addr: str, label: str, **opts: Any) -> Socket:
+        """A labelled TCP listener bound to ``addr`` (``IP:PORT``, ``[IPv6]:PORT``)."""
+        return sockets.tcp_listener(self, addr, label, **opts)
+
+    def udp_socket(
+        self, addr: str, label: str, connect: str | None = None, **opts: Any
+    ) -> Socket:
+        """A labelled UDP socket bound to ``addr``, optionally connected to ``connect``."""
+        if connect is not None:
+            self.injector  # noqa: B018 - its default routes make outside peers reachable
+        return sockets.udp_socket(self, addr, label, connect=connect, **opts)
+
+    def server(self, proto: str, addr: str, label: str, **opts: Any) -> Socket:
+        """A labelled TCP listener (``proto="tcp"``) or UDP socket (``"udp"``) on ``addr``."""
+        if proto == "udp" and opts.get("connect") is not None:
+            self.injector  # noqa: B018
+        return sockets.server(self, proto, addr, label, **opts)
+
+    def label(self, sock: Socket, label: str) -> Socket:
+        """Make any socket count in verdicts under ``label``."""
+        return sockets.label_socket(self, sock, label)
+
+    @property
+    def sockets(self) -> dict[int, tuple[str, Socket]]:
+        """``{fd: (label, socket)}`` of the labelled sockets."""
+        return sockets.labels(self)
+
+    # -- injection and probes -----------------------------------------------------------------
+
+    @property
+    def injector(self) -> Injector:
+        """The default TUN injector (created on first use) that owns the default routes."""
+        inj = inject.injectors(self).get(DEFAULT_INJECTOR)
+        if inj is None:
+            inj = Injector(self, DEFAULT_INJECTOR, default_routes=True)
+        return inj
+
+    def add_injector(self, name: str, clients: Sequence[str] = ()) -> Injector:
+        """An extra TUN "link" to inject flows on (``Flow(... dev=name)``)."""
+        self.injector  # noqa: B018 - the default one owns the default routes; make it first
+        return Injector(self, name, clients=clients)
+
+    @property
+    def injectors(self) -> dict[str, Injector]:
+        """The injectors made here, by name."""
+        return inject.injectors(self)
+
+    def probe(self, flows: Iterable[str | Flow], **kw: Any) -> dict[Any, str]:
+        """Inject each flow and return ``{flow: verdict}``; see :func:`bindlab.probe.probe`."""
+        self.injector  # noqa: B018 - the default injector (and its routes) before any flow
+        return probe.probe(self, flows, **kw)
+
+    def distribution(self, flows: Iterable[str | Flow], **kw: Any) -> dict[str, int]:
+        """Count verdicts per label over many flows (for SO_REUSEPORT groups)."""
+        self.injector  # noqa: B018
+        return probe.distribution(self, flows, **kw)
+
+    @property
+    def observations(self) -> list[tuple[str, str]]:
+        """Every ``(flow, verdict)`` probed here, in order."""
+        return probe.observations(self)
+
+    # -- BPF ----------------------------------------------------------------------------------
+
+    def sk_lookup(self, **kw: Any) -> Dispatcher:
+        """This namespace's BPF sk_lookup prefix dispatcher (loaded and attached on first use)."""
+        return sk_lookup(self, **kw)

@@ -1,0 +1,267 @@
+"""Links, addresses, routes and sysctls inside a :class:`~bindlab.netns.NetNS`.
+
+Everything goes through pyroute2 netlink on a handle opened inside the namespace; nothing
+here parses ``ip`` output, and nothing here can reach the host's namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bindlab.errors import ConfigError, SysctlError
+from bindlab.flow import IFNAME
+from bindlab.netns import StashKey
+
+if TYPE_CHECKING:
+    from bindlab.netns import NetNS
+
+_LINKS: StashKey[dict[str, Link]] = StashKey("links")
+
+IFA_F_NODAD = 0x02  # <linux/if_addr.h>
+IFNAMSIZ = 16  # <linux/if.h>, including the NUL
+EOPNOTSUPP = 95
+
+# Kinds a test may ask for, and what stands in when the running kernel lacks them.
+# ifb is the closest to dummy: NOARP, carrier up, drops what it transmits.
+STAND_INS = {"dummy": "ifb"}
+KINDS = {"dummy", "ifb", "veth", "vrf", "bridge", "macvlan", "vxlan"}
+_SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_-]+)+$")
+
+
+@dataclass
+class Link:
+    """A link the harness created. ``kind`` is what the kernel made; when it differs from
+    ``requested_kind`` the kernel lacked the requested kind and ``substitute`` says why."""
+
+    name: str
+    index: int
+    kind: str
+    requested_kind: str
+    addrs: list[str] = field(default_factory=list)
+    substitute: str | None = None
+
+    def __str__(self) -> str:
+        sub = f" (stand-in for {self.requested_kind}: {self.substitute})" if self.substitute else ""
+        return f"{self.name}#{self.index} {self.kind}{sub}"
+
+
+def links(ns: NetNS) -> dict[str, Link]:
+    """The links made in ``ns`` by :func:`add_link`, by name."""
+    return ns.stash.setdefault(_LINKS, dict)
+
+
+def parse_prefix(text: str, what: str = "prefix") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse ``ADDR/LEN`` (host bits must be clear) or a bare address, naming the culprit."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ConfigError(f"invalid {what} {text!r}: {e}") from None
+
+
+def check_ifname(name: str) -> str:
+    if not isinstance(name, str) or not IFNAME.match(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"invalid interface name {name!r}: 1-{IFNAMSIZ - 1} characters of [A-Za-z0-9_.:-]"
+        )
+    return name
+
+
+def link_index(ns: NetNS, name: str) -> int:
+    """The ifindex of ``name`` inside the namespace (ConfigError if there is none)."""
+    found = ns.ipr.link_lookup(ifname=name)
+    if not found:
+        raise ConfigError(f"no link named {name!r} in {ns!r}")
+    return int(found[0])
+
+
+def set_up(ns: NetNS, name: str) -> None:
+    index = 1 if name == "lo" else link_index(ns, name)
+    ns.ipr.link("set", index=index, state="up")
+
+
+def _add_route(
+    ns: NetNS, net: ipaddress.IPv4Network | ipaddress.IPv6Network, oif: int, **extra: object
+) -> None:
+    ns.ipr.route(
+        "add",
+        dst=str(net.network_address),
+        dst_len=net.prefixlen,
+        family=socket.AF_INET if net.version == 4 else socket.AF_INET6,
+        oif=oif,
+        **extra,
+    )
+
+
+def add_local_route(ns: NetNS, prefix: str, dev: str = "lo") -> None:
+    """``ip route add local PREFIX dev DEV``: every address of PREFIX is local to the namespace.
+
+    Netlink wants ``scope host`` for type local (``ip`` adds it implicitly); without it, EINVAL.
+    """
+    net = parse_prefix(prefix, "local route prefix")
+    oif = 1 if dev == "lo" else link_index(ns, dev)
+    _add_route(ns, net, oif, type="local", scope="host", table=255)
+
+
+def add_route(ns: NetNS, prefix: str, dev: str) -> None:
+    """A plain unicast route to ``prefix`` through ``dev``."""
+    _add_route(ns, parse_prefix(prefix, "route prefix"), link_index(ns, dev))
+
+
+def add_addr(ns: NetNS, dev: str, cidr: str) -> None:
+    """Add ``ADDR/LEN`` to ``dev``; IPv6 gets ``nodad`` so it is usable at once."""
+    try:
+        iface = ipaddress.ip_interface(cidr)
+    except ValueError as e:
+        raise ConfigError(f"invalid address {cidr!r} for {dev}: {e}") from None
+    kw: dict[str, object] = {}
+    if iface.version == 6:
+        kw["flags"] = IFA_F_NODAD
+    ns.ipr.addr(
+        "add",
+        index=link_index(ns, dev),
+        address=str(iface.ip),
+        prefixlen=iface.network.prefixlen,
+        family=socket.AF_INET if iface.version == 4 else socket.AF_INET6,
+        **kw,
+    )
+
+
+def add_link(ns: NetNS, name: str, kind: str = "dummy", addrs: Sequence[str] = ()) -> Link:
+    """Create link ``name`` of ``kind``, bring it up and give it ``addrs``.
+
+    Where the kernel lacks ``kind`` (e.g. no CONFIG_DUMMY) and a stand-in exists, the stand-in
+    is made and the returned :class:`Link` says so. ``veth`` makes a pair ``name``/``name``-p.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    check_ifname(name)
+    if kind not in KINDS:
+        raise ConfigError(f"unknown link kind {kind!r} for {name!r}; known: {sorted(KINDS)}")
+    for cidr in addrs:  # validate everything before touching the kernel
+        try:
+            ipaddress.ip_interface(cidr)
+        except ValueError as e:
+            raise ConfigError(f"invalid address {cidr!r} for link {name!r}: {e}") from None
+    made, why = kind, None
+    try:
+        _create(ns, name, kind)
+    except NetlinkError as e:
+        if e.code != EOPNOTSUPP or kind not in STAND_INS:
+            raise ConfigError(f"cannot create link {name!r} of kind {kind!r}: {e}") from None
+        made = STAND_INS[kind]
+        why = f"CONFIG_{kind.upper()} missing on {os.uname().release}"
+        _create(ns, name, made)
+    index = link_index(ns, name)
+    ns.ipr.link("set", index=index, state="up")
+    if kind == "veth":
+        ns.ipr.link("set", index=link_index(ns, f"{name}-p"), state="up")
+    link = Link(name, index, made, kind, list(addrs), why)
+    for cidr in addrs:
+        add_addr(ns, name, cidr)
+    links(ns)[name] = link
+    return link
+
+
+def _create(ns: NetNS, name: str, kind: str) -> None:
+    if kind == "veth":
+        peer = check_ifname(f"{name}-p")
+        ns.ipr.link("add", ifname=name, kind="veth", peer=peer)
+    elif kind == "vrf":
+        ns.ipr.link("add", ifname=name, kind="vrf", vrf_table=10)
+    elif kind == "vxlan":
+        ns.ipr.link("add", ifname=name, kind="vxlan", vxlan_id=1, vxlan_port=4789)
+    elif kind == "macvlan":
+        raise ConfigError(f"link kind 'macvlan' needs a parent; create {name!r} by hand")
+    else:
+        ns.ipr.link("add", ifname=name, kind=kind)
+
+
+RTPROT_KERNEL = 2  # <linux/rtnetlink.h>: routes the kernel made itself
+
+
+def _routes_via(ns: NetNS, index: int) -> list[dict[str, object]]:
+    """The routes through link ``index`` that somebody added (not the kernel's own)."""
+    out = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for r in ns.ipr.route("dump", family=fam):
+            if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
+                continue
+            out.append(
+                {
+                    "family": fam,
+                    "dst": r.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::"),
+                    "dst_len": r["dst_len"],
+                    "table": r.get_attr("RTA_TABLE") or r["table"],
+                    "type": r["type"],
+                    "scope": r["scope"],
+                    "proto": r["proto"],
+                }
+            )
+    return out
+
+
+def rename_link(ns: NetNS, old: str, new: str) -> None:
+    """Rename a link, live where the kernel allows it (6.x does), so its routes stay.
+
+    Older kernels (< 6.2) refuse to rename a link that is up (EBUSY): then it is taken
+    down, renamed and brought up again, and the routes through it, which going down
+    flushes, are put back.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    check_ifname(new)
+    index = link_index(ns, old)
+    try:
+        ns.ipr.link("set", index=index, ifname=new)
+    except NetlinkError as e:
+        if e.code != errno.EBUSY:
+            raise ConfigError(f"cannot rename link {old!r} to {new!r}: {e}") from None
+        routes = _routes_via(ns, index)
+        ns.ipr.link("set", index=index, state="down")
+        ns.ipr.link("set", index=index, ifname=new)
+        ns.ipr.link("set", index=index, state="up")
+        for route in routes:
+            ns.ipr.route("add", oif=index, **route)
+    made = links(ns)
+    if old in made:
+        link = made.pop(old)
+        link.name = new
+        made[new] = link
+
+
+def sysctl_path(key: str) -> str:
+    if not isinstance(key, str) or not _SYSCTL_KEY.match(key.replace("/", ".")):
+        raise SysctlError(
+            f"sysctl {key!r} refused: only per-namespace 'net.*' keys may be set "
+            "(anything else would change the host)"
+        )
+    # Interface names may hold dots: accept '/' as the separator too, as sysctl(8) does.
+    parts = key.split("/") if "/" in key else key.split(".")
+    return "/proc/sys/" + "/".join(parts)
+
+
+def sysctl(ns: NetNS, key: str, value: str | int | None = None) -> str:
+    """Return the current value of ``key`` in the namespace; with ``value``, write it first.
+
+    Unknown keys and refused values raise :class:`SysctlError` naming the key.
+    """
+    path = sysctl_path(key)
+    with ns.enter():  # /proc/sys/net resolves against the opening thread's namespace
+        if not os.path.exists(path):
+            raise SysctlError(f"unknown sysctl {key!r}: no {path} in this network namespace")
+        if value is not None:
+            text = str(value)
+            try:
+                with open(path, "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise SysctlError(f"sysctl {key} = {text!r} refused: {e.strerror}") from None
+        with open(path) as f:
+            return f.read().strip()

@@ -1,0 +1,236 @@
+"""The bindlab pytest plugin: the ``netns`` fixture, the ``requires`` marker, host safety.
+
+Registered through the ``pytest11`` entry point, so any project that installs bindlab gets
+the fixtures. This is the only module that imports pytest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from bindlab import features, hostguard, reaper
+from bindlab.namespace import Namespace
+from bindlab.netns import running_as_capable
+from bindlab.results import (
+    ERRNOS_PROPERTY,
+    EXPECTED_PROPERTY,
+    VERDICTS_PROPERTY,
+    Results,
+    TestResult,
+)
+from bindlab.scenario.collect import pytest_collect_file  # noqa: F401 - scenario files as tests
+
+PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
+_substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
+_host_before: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bindlab", "bindlab: socket dispatch in disposable namespaces")
+    group.addoption(
+        "--bindlab-no-hostguard",
+        action="store_true",
+        help="do not fail the run when the host namespace changed during it",
+    )
+    group.addoption(
+        "--bindlab-bindtoprefix-optname",
+        "--bindtoprefix-optname",  # the old spelling, deprecated: kept for one release
+        dest="bindlab_bindtoprefix_optname",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run SO_BINDTOPREFIX scenarios (Python and scenario files) with "
+        "setsockopt(SOL_SOCKET, N) of a patched kernel instead of the sk_lookup emulation "
+        "(--bindtoprefix-optname is the deprecated spelling)",
+    )
+    group.addoption(
+        "--bindlab-results",
+        metavar="PATH",
+        help="write every test's outcome and observed verdicts, keyed by kernel, to PATH (JSON)",
+    )
+    parser.addini(
+        "bindlab_scenarios",
+        type="paths",
+        default=[],
+        help="files or directories whose *.toml files are bindlab scenario files "
+        "(besides files named *.bindlab.toml and files given on the command line)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires(*features): skip unless the kernel has them, with the precise reason; "
+        'e.g. @pytest.mark.requires("IP_LOCAL_PORT_RANGE"). `bindlab features` lists names.',
+    )
+    config.addinivalue_line(
+        "markers",
+        "privileged: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) though it uses no netns fixture",
+    )
+    config.addinivalue_line(
+        "markers", "scale: a long scale experiment, outside the default run (-m scale to run it)"
+    )
+    if any(a.startswith("--bindtoprefix-optname") for a in config.invocation_params.args):
+        config.issue_config_time_warning(
+            pytest.PytestDeprecationWarning(
+                "--bindtoprefix-optname is deprecated: use --bindlab-bindtoprefix-optname"
+            ),
+            stacklevel=2,
+        )
+    config.stash[_substitutes] = Counter()
+    path = config.getoption("bindlab_results", None)
+    if path:
+        config.pluginmanager.register(ResultsRecorder(path), "bindlab-results")
+
+
+def _needs_privilege(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(names & PRIVILEGED_FIXTURES) or item.get_closest_marker("privileged") is not None
+
+
+def _deselect_scale(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave ``scale`` experiments out unless the ``-m`` expression names them."""
+    if "scale" in (config.getoption("markexpr") or ""):
+        return
+    dropped = [i for i in items if i.get_closest_marker("scale") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i.get_closest_marker("scale") is None]
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    _deselect_scale(config, items)
+    if not any(_needs_privilege(i) for i in items):
+        return
+    why = running_as_capable()
+    if why is not None:
+        pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
+    gone = reaper.reap()
+    if gone:
+        print(f"# bindlab: reaped {len(gone)} namespace(s) left by dead runs: {' '.join(gone)}")
+    if not config.getoption("bindlab_no_hostguard"):
+        config.stash[_host_before] = hostguard.snapshot()
+
+
+class ResultsRecorder:
+    """Collects each test's outcome and observed verdicts; writes them at session end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tests: dict[str, TestResult] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        r = self.tests.setdefault(report.nodeid, TestResult())
+        if report.skipped:
+            r.outcome = "skipped"
+            lr = report.longrepr
+            r.reason = str(lr[2]) if isinstance(lr, tuple) else str(lr)
+        elif report.failed:
+            r.outcome = "failed" if report.when == "call" else "error"
+            lines = (report.longreprtext or "").strip().splitlines()
+            r.reason = lines[-1] if lines else ""
+        for key, value in report.user_properties:
+            v: Any = value
+            if key == VERDICTS_PROPERTY:
+                r.verdicts.update(dict(v))
+            elif key == EXPECTED_PROPERTY:
+                r.expected.update(v)
+            elif key == ERRNOS_PROPERTY:
+                r.errnos.update(v)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        Results(kernel=features.kernel_facts(), tests=self.tests).dump(self.path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_host_before, None)
+    if not before:
+        return
+    changes = hostguard.diff(before, hostguard.snapshot())
+    if changes:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["bindlab: the HOST namespace changed during this run:", *changes]
+        if tr is not None:
+            tr.write_line("\n".join(lines), red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("requires"):
+        for name in mark.args:
+            support = features.detect(name)
+            if not support.ok:  # reported at the test's location, not this hook's
+                raise pytest.skip.Exception(support.reason, _use_item_location=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"bindlab: kernel {features.RELEASE}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    subs = config.stash.get(_substitutes, Counter())
+    for what, n in sorted(subs.items()):
+        terminalreporter.write_line(f"bindlab: link stand-in used {n}x: {what}")
+
+
+def _record(request: pytest.FixtureRequest, ns: Namespace) -> None:
+    """Keep what the namespace saw: link stand-ins for the summary, verdicts for results."""
+    config = request.config
+    if ns.observations:
+        request.node.user_properties.append((VERDICTS_PROPERTY, list(ns.observations)))
+    for link in ns.links.values():
+        if link.substitute:
+            config.stash[_substitutes][
+                f"{link.requested_kind} -> {link.kind} ({link.substitute})"
+            ] += 1
+
+
+@pytest.fixture
+def netns(request: pytest.FixtureRequest) -> Iterator[Namespace]:
+    """A fresh anonymous network namespace with ``lo`` up, closed after the test.
+
+    Example::
+
+        def test_web(netns):
+            netns.add_local_route("192.0.2.0/24")
+            netns.tcp_listener("192.0.2.1:80", label="web")
+            assert netns.probe(["tcp 198.18.0.1:9 -> 192.0.2.1:80"]) == {...: "web"}
+    """
+    ns = Namespace()
+    try:
+        yield ns
+    finally:
+        _record(request, ns)
+        ns.close()
+
+
+@pytest.fixture
+def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Namespace]]:
+    """A function making more namespaces (``named=True`` for a ``bl-`` name), all closed
+    after the test.
+
+    Example::
+
+        def test_two(netns_factory):
+            a, b = netns_factory(), netns_factory(named=True)
+            b.run(["ip", "-br", "link"])
+    """
+    made: list[Namespace] = []
+
+    def make(**kw: Any) -> Namespace:
+        ns = Namespace(**kw)
+        made.append(ns)
+        return ns
+
+    try:
+        yield make
+    finally:
+        for ns in reversed(made):
+            _record(request, ns)
+            ns.close()

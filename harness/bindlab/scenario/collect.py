@@ -1,0 +1,141 @@
+"""pytest collects scenario files: each expectation of a ``*.toml`` file is one test item.
+
+A ``*.toml`` file is collected only when it says it is one: it lies under a path of the
+``bindlab_scenarios`` ini option (``bindlab_scenarios = fixtures/scenarios``), its name ends in
+``.bindlab.toml``, or it is named on the command line. Other TOML files are left alone. One namespace serves the whole file: the first item to
+run runs the scenario (:func:`bindlab.scenario.run.run`) and every item reports its own row, with
+the flow (or the socket's steps) as its id::
+
+    fixtures/scenarios/reuseport.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED
+
+Loaded by :mod:`bindlab.plugin` (one import line); pytest is imported only here and there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bindlab.results import (
+    ERRNOS_PROPERTY,
+    ERROR,
+    EXPECTED_PROPERTY,
+    PASS,
+    SKIP,
+    VERDICTS_PROPERTY,
+    Row,
+    ScenarioResult,
+)
+from bindlab.scenario import run as runner
+from bindlab.scenario.load import Scenario, ScenarioError, load
+
+
+class ScenarioFailure(AssertionError):
+    """A row whose observed verdict, errno or port is not the expected one."""
+
+
+class ScenarioRunError(Exception):
+    """The scenario could not be set up, so this row was never observed."""
+
+
+def is_scenario_file(file_path: Path, configured: list[Path]) -> bool:
+    """Whether ``file_path`` declares itself a scenario file or lies under ``configured``."""
+    if file_path.suffix != ".toml":
+        return False
+    if file_path.name.endswith(".bindlab.toml"):
+        return True
+    return any(file_path == d or d in file_path.parents for d in configured)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+    """Collect scenario files: see the module docstring for which ``*.toml`` files are."""
+    configured = parent.config.getini("bindlab_scenarios")
+    if is_scenario_file(file_path, configured) or (
+        file_path.suffix == ".toml" and parent.session.isinitpath(file_path)
+    ):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    """One scenario file: loaded at collection, run once when its first item runs."""
+
+    scenario: Scenario
+    _result: ScenarioResult | None = None
+
+    def collect(self) -> Iterator[ScenarioItem]:
+        shown = os.path.relpath(self.path, self.config.invocation_params.dir)
+        shown = str(self.path) if shown.startswith("..") else shown
+        self.scenario = load(self.path, shown)  # a ScenarioError is shown by repr_failure
+        for i, row in enumerate(runner.expected_rows(self.scenario)):
+            item = ScenarioItem.from_parent(self, name=row.name, index=i, line=row.line)
+            item.add_marker(pytest.mark.privileged)
+            if self.scenario.requires:
+                item.add_marker(pytest.mark.requires(*self.scenario.requires))
+            yield item
+
+    def result(self) -> ScenarioResult:
+        """The scenario's rows, run on first use (one namespace for the whole file)."""
+        if self._result is None:
+            optname = self.config.getoption("bindlab_bindtoprefix_optname", None)
+            self._result = runner.run(self.scenario, prefix_optname=optname)
+        return self._result
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, ScenarioError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class ScenarioItem(pytest.Item):
+    """One row of a scenario file: a flow's verdict, or a socket's errno or port."""
+
+    def __init__(self, *, index: int, line: int | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.index = index
+        self.line = line
+
+    @property
+    def file(self) -> ScenarioFile:
+        assert isinstance(self.parent, ScenarioFile)
+        return self.parent
+
+    def row(self) -> Row:
+        return self.file.result().rows[self.index]
+
+    def setup(self) -> None:
+        row = self.row()
+        if row.kind == "flow":
+            self.user_properties.append((EXPECTED_PROPERTY, {row.name: row.expected}))
+        else:
+            self.user_properties.append((ERRNOS_PROPERTY, {row.name: row.expected}))
+        if row.status == SKIP:
+            pytest.skip(row.detail)
+        if row.status == ERROR:
+            raise ScenarioRunError(f"{self.where(row)}: scenario setup failed: {row.detail}")
+        self.user_properties.append((VERDICTS_PROPERTY, [(row.name, row.observed)]))
+
+    def runtest(self) -> None:
+        row = self.row()
+        if row.status != PASS:
+            detail = f"\n{row.detail}" if row.detail else ""
+            raise ScenarioFailure(
+                f"{self.where(row)} ({row.name}): expected {row.expected!r}, "
+                f"got {row.observed!r}{detail}"
+            )
+
+    def where(self, row: Row) -> str:
+        return f"{self.file.scenario.path}:{row.line}" if row.line else self.file.scenario.path
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, ScenarioFailure | ScenarioRunError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = None if self.line is None else self.line - 1  # pytest counts from 0
+        return self.path, line, f"{self.file.scenario.name}: {self.name}"

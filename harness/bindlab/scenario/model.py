@@ -1,0 +1,140 @@
+"""The scenario model: what a scenario file says, as frozen dataclasses (no parsing, no
+kernel work). :mod:`bindlab.scenario.load` builds these from TOML; :mod:`bindlab.scenario.run` runs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bindlab.errors import ConfigError
+from bindlab.flow import Flow
+
+OK = "OK"  # expect_errno = "OK": every step of the socket succeeds
+
+
+class ScenarioError(ConfigError):
+    """A scenario file that cannot be loaded; the message names file, line, key and fix."""
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    kind: str = "dummy"
+    addrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Addr:
+    dev: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    dev: str = "lo"
+
+
+@dataclass(frozen=True)
+class Injector:
+    name: str
+    clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Setup:
+    local_routes: tuple[Route, ...] = ()
+    links: tuple[Link, ...] = ()
+    addrs: tuple[Addr, ...] = ()
+    injectors: tuple[Injector, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """One socket: made, optioned, bound, then listening or connected, in file order."""
+
+    label: str
+    proto: str = "tcp"
+    family: int = 4
+    bind: str | None = None
+    listen: bool = False
+    connect: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    bind_prefix: tuple[str, int] | None = None  # (prefix, port): SO_BINDTOPREFIX emulation
+    expect_errno: str | None = None
+    expect_port: tuple[int, int] | None = None
+    line: int | None = None
+
+    @property
+    def checked(self) -> bool:
+        return self.expect_errno is not None or self.expect_port is not None
+
+    @property
+    def step(self) -> str:
+        """The socket's steps as one name, e.g. ``c3: tcp bind 192.0.2.10:0 listen``."""
+        parts = [f"{self.label}: {self.proto}"]
+        if self.bind is not None:
+            parts.append(f"bind {self.bind}")
+        if self.bind_prefix is not None:
+            net, port = self.bind_prefix
+            parts.append(f"bind_prefix {f'[{net}]' if ':' in net else net}:{port}")
+        if self.listen:
+            parts.append("listen")
+        if self.connect is not None:
+            parts.append(f"connect {self.connect}")
+        return " ".join(parts)
+
+    @property
+    def expected(self) -> str:
+        if self.expect_port is not None:
+            lo, hi = self.expect_port
+            return f"port {lo}" if lo == hi else f"port {lo}-{hi}"
+        return self.expect_errno or OK
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A sk_lookup dispatch binding: (proto, prefix, port or any) -> labelled socket."""
+
+    label: str
+    prefix: str
+    proto: str = "tcp"
+    port: int | None = None  # None: any port
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A flow and the verdicts it may get (several when any member of a group is right)."""
+
+    flow: Flow
+    verdicts: tuple[str, ...]
+    line: int | None = None
+
+    @property
+    def expected(self) -> str:
+        return "|".join(self.verdicts)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    name: str
+    description: str = ""
+    claim: str = ""
+    source: str = ""
+    requires: tuple[str, ...] = ()
+    setup: Setup = field(default_factory=Setup)
+    sockets: tuple[SocketSpec, ...] = ()
+    dispatch: tuple[Binding, ...] = ()
+    expect: tuple[Expectation, ...] = ()
+
+    @property
+    def needs_dispatcher(self) -> bool:
+        return bool(self.dispatch) or any(s.bind_prefix for s in self.sockets)
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The local-route prefixes: the address space this scenario hands out."""
+        return tuple(r.prefix for r in self.setup.local_routes)
