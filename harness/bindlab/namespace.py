@@ -8,8 +8,8 @@ It sits above the modules it delegates to (:mod:`bindlab.net`, :mod:`bindlab.soc
 
 from __future__ import annotations
 
-from socket import socket as Socket
 from collections.abc import Iterable, Sequence
+from socket import socket as Socket
 from typing import Any
 
 from bindlab import inject, net, probe, sockets
@@ -68,9 +68,7 @@ class Namespace(NetNS):
         """A labelled TCP listener bound to ``addr`` (``IP:PORT``, ``[IPv6]:PORT``)."""
         return sockets.tcp_listener(self, addr, label, **opts)
 
-    def udp_socket(
-        self, addr: str, label: str, connect: str | None = None, **opts: Any
-    ) -> Socket:
+    def udp_socket(self, addr: str, label: str, connect: str | None = None, **opts: Any) -> Socket:
         """A labelled UDP socket bound to ``addr``, optionally connected to ``connect``."""
         if connect is not None:
             self.injector  # noqa: B018 - its default routes make outside peers reachable
