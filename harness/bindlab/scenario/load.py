@@ -25,15 +25,15 @@ from bindlab.flow import RESERVED_VERDICTS, Flow
 from bindlab.net import KINDS, check_ifname, sysctl_path
 from bindlab.scenario.model import (
     OK,
-    Addr,
-    Binding,
-    Expectation,
-    Injector,
-    Link,
-    Route,
+    AddrSpec,
+    DispatchSpec,
+    ExpectSpec,
+    InjectorSpec,
+    LinkSpec,
+    RouteSpec,
     Scenario,
     ScenarioError,
-    Setup,
+    SetupSpec,
     SocketSpec,
 )
 from bindlab.sockets import OPTIONS, check_label, parse_addr
@@ -170,8 +170,10 @@ def _parsed(fn: Callable[[str], Any], what: str) -> Conv:
     return conv
 
 
-def _endpoint(text: str) -> tuple[str, int]:
-    return text, 6 if parse_addr(text)[0] == 10 else 4
+def _endpoint(text: str) -> tuple[str, int, tuple[Any, ...]]:
+    """``IP:PORT`` -> (text, family 4 or 6, the socket address the runner binds to)."""
+    family, sockaddr = parse_addr(text)
+    return text, 6 if family == 10 else 4, sockaddr
 
 
 def _net_port(text: str) -> tuple[tuple[str, int], int]:
@@ -198,10 +200,10 @@ _ifname = _parsed(check_ifname, "an interface name")
 _addr = _parsed(_endpoint, "'IP:PORT' or '[IPv6]:PORT', port 0-65535")
 
 
-def _route(c: _Checker, v: Any, where: str) -> Route:
+def _route(c: _Checker, v: Any, where: str) -> RouteSpec:
     if isinstance(v, str):
-        return Route(_prefix(c, v, where))
-    return Route(**c.record(v, where, {"prefix": (_prefix, REQUIRED), "dev": (_ifname, "lo")}))
+        return RouteSpec(_prefix(c, v, where))
+    return RouteSpec(**c.record(v, where, {"prefix": (_prefix, REQUIRED), "dev": (_ifname, "lo")}))
 
 
 def _sysctls(c: _Checker, v: Any, where: str) -> tuple[tuple[str, str], ...]:
@@ -277,8 +279,8 @@ LINK: Spec = {
 ADDR: Spec = {"dev": (_ifname, REQUIRED), "cidr": (_iface, REQUIRED)}
 INJECTOR: Spec = {"name": (_ifname, REQUIRED), "clients": (_list(_prefix), ())}
 SETUP: Spec = {
-    "local_routes": (_list(_route), ()), "links": (_list(_table(Link, LINK)), ()),
-    "addrs": (_list(_table(Addr, ADDR)), ()), "injectors": (_list(_table(Injector, INJECTOR)), ()),
+    "local_routes": (_list(_route), ()), "links": (_list(_table(LinkSpec, LINK)), ()),
+    "addrs": (_list(_table(AddrSpec, ADDR)), ()), "injectors": (_list(_table(InjectorSpec, INJECTOR)), ()),
     "sysctls": (_sysctls, ()),
 }  # fmt: skip
 SOCKET: Spec = {
@@ -293,7 +295,7 @@ DISPATCH: Spec = {
 }  # fmt: skip
 TOP: Spec = {
     "name": (_str, None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
-    "requires": (_list(_choice(*features.PROBES)), ()), "setup": (_table(Setup, SETUP), Setup()),
+    "requires": (_list(_choice(*features.PROBES)), ()), "setup": (_table(SetupSpec, SETUP), SetupSpec()),
     "socket": (_list(_raw), ()), "dispatch": (_list(_raw), ()), "expect": (_raw, {}),
 }  # fmt: skip
 
@@ -305,11 +307,14 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
     family = s["family"]
     if s["bind_prefix"] and (s["bind"] or s["connect"]):
         raise c.fail(f"{at}.bind_prefix", "a prefix-bound socket has no 'bind' or 'connect'")
+    sockaddrs: dict[str, Any] = {}
     for key in ("bind", "bind_prefix", "connect"):
         if s[key] is None:
             continue
         if family is not None and s[key][1] != family:
             raise c.fail(f"{at}.{key}", f"an IPv{s[key][1]} address on a family = {family} socket")
+        if key != "bind_prefix":
+            sockaddrs[f"{key}_sockaddr"] = s[key][2]
         family, s[key] = s[key][1], s[key][0]
     if family is None:
         raise c.fail(at, "needs 'bind', 'bind_prefix', 'connect' or 'family' (4 or 6)")
@@ -322,16 +327,16 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
         )
     if s["expect_errno"] and s["expect_port"]:
         raise c.fail(at, "give 'expect_errno' or 'expect_port', not both")
-    return SocketSpec(**{**s, "family": family, "line": c.header_line("socket", i)})
+    return SocketSpec(**{**s, **sockaddrs, "family": family, "line": c.header_line("socket", i)})
 
 
 def _expectations(
     c: _Checker, d: Any, labels: set[str], injectors: set[str]
-) -> tuple[Expectation, ...]:
+) -> tuple[ExpectSpec, ...]:
     if not isinstance(d, dict):
         raise c.fail("expect", f'expected a table of "FLOW" = "VERDICT" rows, got {_kind(d)}')
     known = sorted(labels) + sorted(RESERVED_VERDICTS)
-    out: dict[Flow, Expectation] = {}
+    out: dict[Flow, ExpectSpec] = {}
     for text, v in d.items():
         at = f'expect."{text}"'
         flow = _parsed(Flow.parse, "'PROTO SRC:PORT -> DST:PORT [dev IFACE]'")(c, text, at)
@@ -343,7 +348,7 @@ def _expectations(
             raise c.fail(at, f"dev {flow.dev!r} is not an injector; add it to setup.injectors")
         if flow in out:
             raise c.fail(at, f"the same flow as {str(out[flow].flow)!r}")
-        out[flow] = Expectation(flow, tuple(verdicts), c.locate(at))
+        out[flow] = ExpectSpec(flow, tuple(verdicts), c.locate(at))
     return tuple(out.values())
 
 
@@ -359,7 +364,7 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         data = c.record(tomllib.loads(text), "", TOP)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: TOML syntax error: {e}") from None
-    setup: Setup = data["setup"]
+    setup: SetupSpec = data["setup"]
     names = [*(x.name for x in setup.links), *(x.name for x in setup.injectors)]
     if dup := next((n for n in names if names.count(n) > 1 or n == "blinj0"), None):
         raise c.fail(
@@ -372,7 +377,7 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         raise c.fail(f"socket[{i}].label", f"label {dup!r} is used by another socket already")
     dispatch = []
     for i, b in enumerate(data["dispatch"]):
-        binding = Binding(
+        binding = DispatchSpec(
             **c.record(b, f"dispatch[{i}]", DISPATCH), line=c.header_line("dispatch", i)
         )
         _choice(*labels)(c, binding.label, f"dispatch[{i}].label")

@@ -17,36 +17,36 @@ class ScenarioError(ConfigError):
 
 
 @dataclass(frozen=True)
-class Link:
+class LinkSpec:
     name: str
     kind: str = "dummy"
     addrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Addr:
+class AddrSpec:
     dev: str
     cidr: str
 
 
 @dataclass(frozen=True)
-class Route:
+class RouteSpec:
     prefix: str
     dev: str = "lo"
 
 
 @dataclass(frozen=True)
-class Injector:
+class InjectorSpec:
     name: str
     clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Setup:
-    local_routes: tuple[Route, ...] = ()
-    links: tuple[Link, ...] = ()
-    addrs: tuple[Addr, ...] = ()
-    injectors: tuple[Injector, ...] = ()
+class SetupSpec:
+    local_routes: tuple[RouteSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
+    addrs: tuple[AddrSpec, ...] = ()
+    injectors: tuple[InjectorSpec, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
 
 
@@ -65,6 +65,9 @@ class SocketSpec:
     expect_errno: str | None = None
     expect_port: tuple[int, int] | None = None
     line: int | None = None
+    # the loader's parse of ``bind`` and ``connect``: what the runner hands the kernel
+    bind_sockaddr: tuple[Any, ...] | None = field(default=None, compare=False)
+    connect_sockaddr: tuple[Any, ...] | None = field(default=None, compare=False)
 
     @property
     def checked(self) -> bool:
@@ -94,7 +97,7 @@ class SocketSpec:
 
 
 @dataclass(frozen=True)
-class Binding:
+class DispatchSpec:
     """A sk_lookup dispatch binding: (proto, prefix, port or any) -> labelled socket."""
 
     label: str
@@ -105,7 +108,7 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class Expectation:
+class ExpectSpec:
     """A flow and the verdicts it may get (several when any member of a group is right)."""
 
     flow: Flow
@@ -125,10 +128,10 @@ class Scenario:
     claim: str = ""
     source: str = ""
     requires: tuple[str, ...] = ()
-    setup: Setup = field(default_factory=Setup)
+    setup: SetupSpec = field(default_factory=SetupSpec)
     sockets: tuple[SocketSpec, ...] = ()
-    dispatch: tuple[Binding, ...] = ()
-    expect: tuple[Expectation, ...] = ()
+    dispatch: tuple[DispatchSpec, ...] = ()
+    expect: tuple[ExpectSpec, ...] = ()
 
     @property
     def needs_dispatcher(self) -> bool:

@@ -22,7 +22,7 @@ from bindlab.errors import HarnessError, SockOptError, errname
 from bindlab.namespace import Namespace
 from bindlab.results import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
 from bindlab.scenario.load import OK, Scenario, SocketSpec
-from bindlab.sockets import make_socket, parse_addr
+from bindlab.sockets import make_socket
 
 DISPATCH_FEATURES = ("BPF_SK_LOOKUP", "CLANG_BPF")
 CONNECT_WAIT = 0.2  # s a non-blocking connect may take to complete (loopback: microseconds)
@@ -53,7 +53,7 @@ def skip_reason(sc: Scenario) -> str | None:
     return None
 
 
-def _connect(sock: socket.socket, addr: tuple[str, int]) -> None:
+def _connect(sock: socket.socket, addr: tuple[Any, ...]) -> None:
     """connect() without hanging on a peer that never answers: in progress counts as done."""
     sock.setblocking(False)
     try:
@@ -88,9 +88,9 @@ def make(
     call = ""
     try:
         ns.label(sock, spec.label)
-        if spec.bind is not None:
+        if spec.bind_sockaddr is not None:
             call = f"bind({spec.bind})"
-            sock.bind(parse_addr(spec.bind)[1])
+            sock.bind(spec.bind_sockaddr)
         if spec.bind_prefix is not None:
             from bindlab.bpf import bind_to_prefix
 
@@ -99,9 +99,9 @@ def make(
         if spec.listen:
             call = "listen()"
             sock.listen(4096)
-        if spec.connect is not None:
+        if spec.connect_sockaddr is not None:
             call = f"connect({spec.connect})"
-            _connect(sock, parse_addr(spec.connect)[1])
+            _connect(sock, spec.connect_sockaddr)
     except OSError as e:
         sock.close()
         return None, errname(e), f"{call} -> {errname(e)}"
