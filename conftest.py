@@ -15,3 +15,6 @@ else:
         "bindlab", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
     )
     settings.load_profile("bindlab")
+
+# tests/downstream/project is another project's suite: ci/run downstream runs it from a wheel
+collect_ignore = ["tests/downstream"]

@@ -1,0 +1,3 @@
+"""The downstream project's own test harness package (nothing to do with bindlab)."""
+
+WHO = "downstream"
