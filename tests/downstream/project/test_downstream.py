@@ -1,7 +1,8 @@
 """A downstream project's tests: its own ``harness`` package and bindlab's fixture side by side."""
 
-import harness
 import pytest
+
+import harness
 
 
 def test_the_projects_own_harness_is_imported():
