@@ -8,6 +8,7 @@ import socket
 import pytest
 from bindlab import ConfigError, Namespace, SockOptError
 from bindlab.sockets import get_local_port_range, parse_addr, set_option
+from bindlab.sockopts import OPTIONS, _bool, get_option
 
 
 @pytest.fixture
@@ -113,3 +114,32 @@ def test_server_makes_what_receives_the_protocol(netns: Namespace) -> None:
     assert (u.type, u.family) == (socket.SOCK_DGRAM, socket.AF_INET6)
     with pytest.raises(ConfigError, match="unknown protocol 'sctp'"):
         netns.server("sctp", "127.0.0.1:80", "x")
+
+
+BOOLEANS = sorted(n for n, o in OPTIONS.items() if o.encode is _bool)
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+def test_every_boolean_option_can_be_cleared(netns: Namespace, name: str) -> None:
+    s = netns.socket("tcp", 6, **{name: True})
+    assert get_option(s, name) is True
+    set_option(s, name, False)
+    assert get_option(s, name) is False
+
+
+def test_v6only_false_overrides_bindv6only(netns: Namespace) -> None:
+    """Issue 13 bug 2: make_socket dropped False, so bindv6only=1's default stayed."""
+    netns.sysctl("net.ipv6.bindv6only", 1)
+    assert get_option(netns.socket("tcp", 6), "v6only") is True  # the sysctl's default
+    assert get_option(netns.socket("tcp", 6, v6only=False), "v6only") is False
+    netns.tcp_listener("[::]:80", label="dual", v6only=False)
+    netns.udp_socket("[::]:53", label="dual-udp", v6only=False)
+    flows = ["tcp 198.18.0.1:1000 -> 192.0.2.1:80", "udp 198.18.0.1:1000 -> 192.0.2.1:53"]
+    netns.add_local_route("192.0.2.0/24")
+    assert list(netns.probe(flows).values()) == ["dual", "dual-udp"]
+
+
+def test_v6only_on_an_ipv4_socket(netns: Namespace) -> None:
+    netns.socket("tcp", 4, v6only=False)  # what an IPv4 socket is anyway: accepted
+    with pytest.raises(ConfigError, match="v6only=True applies to IPv6 sockets only"):
+        netns.socket("tcp", 4, v6only=True)

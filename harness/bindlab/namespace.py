@@ -42,8 +42,13 @@ class Namespace(NetNS):
         return net.add_link(self, name, kind, addrs)
 
     def add_addr(self, dev: str, cidr: str) -> None:
-        """Add an address (IPv6 with ``nodad``) to ``dev``."""
+        """Add an address (IPv6 with ``nodad``) to ``dev``; returns once it is usable
+        (its local route is in; on a link that is up)."""
         net.add_addr(self, dev, cidr)
+
+    def is_local(self, ip: str) -> bool:
+        """Whether a route lookup of ``ip`` resolves to a local route now."""
+        return net.is_local(self, ip)
 
     def sysctl(self, key: str, value: str | int | None = None) -> str:
         """Read (and with ``value``, write) a ``net.*`` sysctl of this namespace."""

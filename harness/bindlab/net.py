@@ -11,11 +11,12 @@ import ipaddress
 import os
 import re
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bindlab.errors import ConfigError, SysctlError
+from bindlab.errors import ConfigError, HarnessError, SysctlError
 from bindlab.flow import IFNAME
 from bindlab.netns import StashKey
 
@@ -26,6 +27,9 @@ _LINKS: StashKey[dict[str, Link]] = StashKey("links")
 
 IFA_F_NODAD = 0x02  # <linux/if_addr.h>
 IFNAMSIZ = 16  # <linux/if.h>, including the NUL
+IFF_UP = 0x1  # <linux/if.h>
+RTN_LOCAL = 2  # <linux/rtnetlink.h>
+ADDR_WAIT = 2.0  # s: how long add_addr waits for an address's local route
 EOPNOTSUPP = 95
 
 # Kinds a test may ask for, and what stands in when the running kernel lacks them.
@@ -114,8 +118,15 @@ def add_route(ns: NetNS, prefix: str, dev: str) -> None:
     _add_route(ns, parse_prefix(prefix, "route prefix"), link_index(ns, dev))
 
 
-def add_addr(ns: NetNS, dev: str, cidr: str) -> None:
-    """Add ``ADDR/LEN`` to ``dev``; IPv6 gets ``nodad`` so it is usable at once."""
+def add_addr(ns: NetNS, dev: str, cidr: str, wait: float = ADDR_WAIT) -> None:
+    """Add ``ADDR/LEN`` to ``dev`` and return once the address is usable.
+
+    IPv6 gets ``nodad``; even so the kernel installs the address's route in table ``local``
+    a moment after the address (from a work queue), and a flow in between gets ICMPv6
+    unreachable. So, on a link that is up, this waits (at most ``wait`` s, polling
+    ``RTM_GETROUTE``) until a lookup of the address resolves to a local route, for both
+    families (IPv4's is there at once: one extra netlink round trip).
+    """
     try:
         iface = ipaddress.ip_interface(cidr)
     except ValueError as e:
@@ -131,6 +142,43 @@ def add_addr(ns: NetNS, dev: str, cidr: str) -> None:
         family=socket.AF_INET if iface.version == 4 else socket.AF_INET6,
         **kw,
     )
+    if wait > 0 and _is_up(ns, dev):
+        wait_local(ns, str(iface.ip), dev, wait)
+
+
+def _is_up(ns: NetNS, dev: str) -> bool:
+    link = ns.ipr.get_links(link_index(ns, dev))[0]
+    return bool(link["flags"] & IFF_UP)
+
+
+def is_local(ns: NetNS, ip: str, dev: str | None = None) -> bool:
+    """Whether a route lookup of ``ip`` in ``ns`` resolves to a local route now."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    addr = ipaddress.ip_address(ip)
+    kw: dict[str, object] = {}
+    if addr.is_link_local and dev is not None:
+        kw["oif"] = link_index(ns, dev)
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    try:
+        found = ns.ipr.route("get", dst=str(addr), family=family, **kw)
+    except NetlinkError:  # no route at all (yet)
+        return False
+    return bool(found) and found[0]["type"] == RTN_LOCAL
+
+
+def wait_local(ns: NetNS, ip: str, dev: str | None = None, wait: float = ADDR_WAIT) -> None:
+    """Return once ``ip`` resolves to a local route in ``ns``; HarnessError after ``wait`` s."""
+    deadline = time.monotonic() + wait
+    pause = 0.0002
+    while not is_local(ns, ip, dev):
+        if time.monotonic() > deadline:
+            raise HarnessError(
+                f"address {ip} on {dev} is not usable after {wait} s: no local route for it "
+                "in table local (is the link up?)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
 
 
 def add_link(ns: NetNS, name: str, kind: str = "dummy", addrs: Sequence[str] = ()) -> Link:

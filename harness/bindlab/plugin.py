@@ -74,6 +74,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "scale: a long scale experiment, outside the default run (-m scale to run it)"
     )
+    config.addinivalue_line(
+        "markers",
+        "stress: a race hunted by repetition (thousands of rounds), outside the default run "
+        "(-m stress to run it); e.g. @pytest.mark.stress",
+    )
     if any(a.startswith("--bindtoprefix-optname") for a in config.invocation_params.args):
         config.issue_config_time_warning(
             pytest.PytestDeprecationWarning(
@@ -92,20 +97,25 @@ def _needs_privilege(item: pytest.Item) -> bool:
     return bool(names & PRIVILEGED_FIXTURES) or item.get_closest_marker("privileged") is not None
 
 
-def _deselect_scale(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave ``scale`` experiments out unless the ``-m`` expression names them."""
-    if "scale" in (config.getoption("markexpr") or ""):
-        return
-    dropped = [i for i in items if i.get_closest_marker("scale") is not None]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = [i for i in items if i.get_closest_marker("scale") is None]
+OPT_IN_MARKERS = ("scale", "stress")  # left out of a run unless ``-m`` names them
+
+
+def _deselect_opt_in(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave ``scale`` and ``stress`` tests out unless the ``-m`` expression names them."""
+    markexpr = config.getoption("markexpr") or ""
+    for marker in OPT_IN_MARKERS:
+        if marker in markexpr:
+            continue
+        dropped = [i for i in items if i.get_closest_marker(marker) is not None]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [i for i in items if i.get_closest_marker(marker) is None]
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    _deselect_scale(config, items)
+    _deselect_opt_in(config, items)
     if not any(_needs_privilege(i) for i in items):
         return
     why = running_as_capable()

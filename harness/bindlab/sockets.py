@@ -11,113 +11,26 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-import struct
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from bindlab.errors import ConfigError, SockOptError
+from bindlab.errors import ConfigError
 from bindlab.flow import RESERVED_VERDICTS
 from bindlab.netns import NetNS, StashKey
+from bindlab.sockopts import (  # noqa: F401 - re-exported: where callers have found them
+    IP_BIND_ADDRESS_NO_PORT,
+    IP_FREEBIND,
+    IP_LOCAL_PORT_RANGE,
+    IP_TRANSPARENT,
+    OPTIONS,
+    SO_BINDTOIFINDEX,
+    get_local_port_range,
+    get_option,
+    set_option,
+)
 
 _LABELS: StashKey[dict[int, tuple[str, socket.socket]]] = StashKey("labels")
 
-# Numbers Python 3.11 lacks, from <linux/in.h> and <asm-generic/socket.h>.
-IP_FREEBIND = 15
-IP_TRANSPARENT = 19
-IP_BIND_ADDRESS_NO_PORT = 24
-IP_LOCAL_PORT_RANGE = 51
-SO_BINDTOIFINDEX = 62
-IPV6_FREEBIND = 78
-IPV6_TRANSPARENT = 75
-
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Option:
-    """One typed socket option: its name, level/number, and how a Python value is encoded."""
-
-    name: str
-    level: int
-    optname: int
-    encode: Callable[[Any], bytes | int]
-    level6: int | None = None  # a different (level, optname) for AF_INET6 sockets
-    optname6: int | None = None
-
-
-def _bool(v: Any) -> int:
-    if not isinstance(v, bool):
-        raise ConfigError(f"expected True/False, got {v!r}")
-    return int(v)
-
-
-def _port_range(v: Any) -> bytes:
-    if (
-        not isinstance(v, tuple | list)
-        or len(v) != 2
-        or not all(isinstance(p, int) and not isinstance(p, bool) for p in v)
-    ):
-        raise ConfigError(f"expected (lo, hi) ports, got {v!r}")
-    lo, hi = v
-    if not (0 <= lo <= 65535 and 0 <= hi <= 65535):
-        raise ConfigError(f"port out of range in {v!r}: ports are 0-65535")
-    # u32 hi << 16 | lo; may exceed INT_MAX, so pass bytes rather than a C int.
-    return struct.pack("I", hi << 16 | lo)
-
-
-def _ifname(v: Any) -> bytes:
-    if not isinstance(v, str) or not 0 < len(v) < 16:
-        raise ConfigError(f"expected an interface name (1-15 chars), got {v!r}")
-    return v.encode()
-
-
-def _int(v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise ConfigError(f"expected an integer, got {v!r}")
-    return v
-
-
-IP, IP6, SOL = socket.IPPROTO_IP, socket.IPPROTO_IPV6, socket.SOL_SOCKET
-OPTIONS: dict[str, Option] = {
-    o.name: o
-    for o in (
-        Option("reuseaddr", SOL, socket.SO_REUSEADDR, _bool),
-        Option("reuseport", SOL, socket.SO_REUSEPORT, _bool),
-        Option("freebind", IP, IP_FREEBIND, _bool, IP6, IPV6_FREEBIND),
-        Option("transparent", IP, IP_TRANSPARENT, _bool, IP6, IPV6_TRANSPARENT),
-        # IP_* options below apply to AF_INET6 sockets too (the kernel handles them at SOL_IP).
-        Option("bind_address_no_port", IP, IP_BIND_ADDRESS_NO_PORT, _bool),
-        Option("local_port_range", IP, IP_LOCAL_PORT_RANGE, _port_range),
-        Option("bindtodevice", SOL, socket.SO_BINDTODEVICE, _ifname),
-        Option("bindtoifindex", SOL, SO_BINDTOIFINDEX, _int),
-        Option("v6only", IP6, socket.IPV6_V6ONLY, _bool),
-    )
-}
-
-
-def set_option(sock: socket.socket, name: str, value: Any) -> None:
-    """Apply one typed option; raise ConfigError (bad name/value) or SockOptError (kernel)."""
-    opt = OPTIONS.get(name)
-    if opt is None:
-        raise ConfigError(f"unknown socket option {name!r}; known: {', '.join(sorted(OPTIONS))}")
-    try:
-        encoded = opt.encode(value)
-    except ConfigError as e:
-        raise ConfigError(f"socket option {name}: {e}") from None
-    level, optname = opt.level, opt.optname
-    if sock.family == socket.AF_INET6 and opt.level6 is not None:
-        level, optname = opt.level6, opt.optname6 or optname
-    try:
-        sock.setsockopt(level, optname, encoded)
-    except OSError as e:
-        raise SockOptError(name, e.errno or 0, value) from None
-
-
-def get_local_port_range(sock: socket.socket) -> tuple[int, int]:
-    """getsockopt(IP_LOCAL_PORT_RANGE) as (lo, hi)."""
-    v = struct.unpack("I", sock.getsockopt(IP, IP_LOCAL_PORT_RANGE, 4))[0]
-    return v & 0xFFFF, v >> 16
 
 
 def parse_addr(text: str) -> tuple[int, Address]:
@@ -166,7 +79,7 @@ def make_socket(ns: NetNS, proto: str = "tcp", family: int | str = 4, **opts: An
         sock = socket.socket(fam, kinds[proto])
     try:
         for name, value in opts.items():
-            if value is not None and value is not False:
+            if value is not None:  # False is a value: it clears what a sysctl default set
                 set_option(sock, name, value)
     except BaseException:
         sock.close()

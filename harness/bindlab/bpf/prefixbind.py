@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from bindlab.bpf.dispatcher import Dispatcher, label_of, sk_lookup
 from bindlab.bpf.keys import MAX_FALLBACK, Network, parse_prefix
 from bindlab.errors import ConfigError, SockOptError
-from bindlab.sockets import IP_FREEBIND, IPV6_FREEBIND
+from bindlab.sockopts import IP_FREEBIND, IPV6_FREEBIND
 
 if TYPE_CHECKING:
     from bindlab.netns import NetNS
