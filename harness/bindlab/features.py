@@ -249,7 +249,7 @@ def _describe_failure(name: str, e: OSError) -> str:
     }
     if name in calls:
         return f"{calls[name]} -> {errname(e)}"
-    return e.strerror or f"-> {errname(e)}"
+    return f"{e.strerror} (-> {errname(e)})" if e.strerror else f"-> {errname(e)}"
 
 
 def detect_all() -> list[Support]:
