@@ -20,6 +20,7 @@ import pytest
 from bindlab import Namespace, diff, features, report
 from bindlab.errors import ConfigError
 from bindlab.netns import current_netns_fd
+from bindlab.reaper import process_start_time
 from bindlab.results import ERROR, FAIL, PASS, Results, Row, ScenarioResult
 from bindlab.results import TestResult as Observed
 from bindlab.scenario.load import ScenarioError, load_text
@@ -243,24 +244,20 @@ def test_the_namespace_fd_itself_is_close_on_exec(netns: Namespace) -> None:
 @pytest.mark.privileged
 def test_the_plugin_reaps_dead_runs_at_session_start(tmp_path: Path) -> None:
     """Harm: named namespaces of SIGKILLed runs piled up under /run/netns for ever."""
-    from bindlab.reaper import RUN_NETNS, remove_named
-
-    ns = Namespace(named=True)
-    assert ns.name is not None
-    # re-mount it under a name whose owner is a pid that cannot exist
-    fake = "bl-4194999-1-abcdef"
-    path = os.path.join(RUN_NETNS, fake)
-    subprocess.run(["touch", path], check=True)
-    subprocess.run(["mount", "--bind", os.path.join(RUN_NETNS, ns.name), path], check=True)
-    try:
-        (tmp_path / "test_r.py").write_text("def test_r(netns):\n    pass\n")
-        p = pytest_run(tmp_path, "-q", "-s", "test_r.py")
-        assert p.returncode == 0, p.stdout
-        assert fake in p.stdout and "reaped" in p.stdout
-        assert not os.path.exists(path)
-    finally:
-        remove_named(fake)
-        ns.close()
+    run_dir = tmp_path / "netns"  # a private run dir: other runs on this host reap /run/netns
+    run_dir.mkdir()
+    dead = run_dir / "bl-4194999-1-abcdef"  # an owner pid that cannot exist
+    alive = run_dir / f"bl-{os.getpid()}-{process_start_time(os.getpid())}-abcdef"
+    foreign = run_dir / "someone-elses"
+    for f in (dead, alive, foreign):
+        f.touch()
+    (tmp_path / "test_r.py").write_text("def test_r(netns):\n    pass\n")
+    env = {**os.environ, "BINDLAB_NETNS_DIR": str(run_dir)}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s", "test_r.py"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout
+    assert f"reaped 1 namespace(s) left by dead runs: {dead.name}" in p.stdout
+    assert sorted(os.listdir(run_dir)) == sorted([alive.name, foreign.name])
 
 
 # -- feature detection both ways ---------------------------------------------------------------

@@ -12,7 +12,8 @@ import os
 import re
 import secrets
 
-RUN_NETNS = "/run/netns"
+# where named namespaces are bind-mounted (`ip netns` looks there); BINDLAB_NETNS_DIR moves it
+RUN_NETNS = os.environ.get("BINDLAB_NETNS_DIR", "/run/netns")
 NAME_PREFIX = "bl-"
 MNT_DETACH = 0x2  # <linux/mount.h>
 
