@@ -9,7 +9,7 @@ import socket
 import threading
 
 import pytest
-from bindlab import CommandFailed, ConfigError, Namespace, SysctlError
+from bindlab import CommandFailed, ConfigError, HarnessError, Namespace, SysctlError
 from bindlab.netns import current_netns_fd
 
 
@@ -179,3 +179,33 @@ def test_namespace_fd_is_cloexec_and_netns_fd_helper() -> None:
         assert os.get_inheritable(fd) is False
     finally:
         os.close(fd)
+
+
+def test_run_refuses_a_closed_namespace_even_when_its_fd_number_is_reused() -> None:
+    ns = Namespace()
+    fd = ns.fd
+    ns.close()
+    host = os.open("/proc/self/ns/net", os.O_RDONLY)
+    reused = os.dup2(host, fd)  # the host's namespace now sits on the freed number
+    os.close(host)
+    try:
+        with pytest.raises(HarnessError, match=r"closed: cannot run 'ip -br link'"):
+            ns.run(["ip", "-br", "link"])
+    finally:
+        os.close(reused)
+
+
+def test_run_children_see_the_namespace_sysfs_not_the_host(netns: Namespace) -> None:
+    netns.add_link("bl-sys0", kind="ifb")
+    host = set(os.listdir("/sys/class/net"))
+    inside = netns.run(["sh", "-c", "ls /sys/class/net/ && cat /sys/class/net/*/ifindex"])
+    names = inside.stdout.split()[:2]
+    assert sorted(names) == ["bl-sys0", "lo"], inside.stdout
+    assert not (host - {"lo"}) & set(names)  # no host device is visible inside
+    assert "bl-sys0" not in host
+    # the host's devices cannot be read (or written) through /sys in the namespace
+    for dev in sorted(host - {"lo"}):
+        proc = netns.run(["cat", f"/sys/class/net/{dev}/mtu"], check=False)
+        assert proc.returncode != 0 and "No such file" in proc.stderr
+    # the private mount is the child's alone: the host's /sys is untouched
+    assert set(os.listdir("/sys/class/net")) == host

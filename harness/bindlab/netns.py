@@ -30,6 +30,21 @@ CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 MS_BIND = 0x1000  # <linux/mount.h>
 T = TypeVar("T")
 
+# what `ip netns exec` does after setns: a private mount namespace whose /sys is a sysfs
+# mounted from inside the network namespace (sysfs shows the mounting task's netns)
+_PRIVATE_SYSFS = (
+    "--",
+    "unshare",
+    "--mount",
+    "--propagation",
+    "slave",
+    "--",
+    "sh",
+    "-c",
+    'mount -t sysfs bindlab-sysfs /sys && exec "$@"',
+    "bindlab-run",
+)
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -159,7 +174,8 @@ class NetNS:
             self._ipr = None
         if self.name is not None:
             remove_named(self.name, RUN_NETNS)
-        os.close(self.fd)
+        with self._lock:
+            os.close(self.fd)
         if errors:
             raise HarnessError(f"{self!r}: " + "; ".join(errors))
 
@@ -193,6 +209,8 @@ class NetNS:
     @property
     def path(self) -> str:
         """A path naming this namespace for ``nsenter --net=`` (valid while it is open)."""
+        if self.closed:
+            raise HarnessError(f"{self!r} is closed: it has no path")
         if self.name is not None:
             return os.path.join(RUN_NETNS, self.name)
         return f"/proc/{os.getpid()}/fd/{self.fd}"
@@ -200,11 +218,25 @@ class NetNS:
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float | None = 60, **kw: Any
     ) -> subprocess.CompletedProcess[str]:
-        """Run an external program inside the namespace with util-linux ``nsenter``."""
-        cmd = ["nsenter", f"--net={self.path}", "--", *argv]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, pass_fds=(self.fd,), **kw
-        )
+        """Run an external program inside the namespace, as ``ip netns exec`` does.
+
+        The child joins the namespace with util-linux ``nsenter``, then gets a private
+        mount namespace (``unshare --mount``, propagation slave) with a fresh sysfs on
+        ``/sys``, so ``/sys/class/net`` shows this namespace's links and never the host's.
+        A closed namespace is refused (:class:`HarnessError`): its fd number may already
+        belong to another file.
+        """
+        with self._lock:  # close() releases the fd under this lock: no reuse in between
+            if self.closed:
+                raise HarnessError(f"{self!r} is closed: cannot run {' '.join(argv)!r} in it")
+            fd = os.dup(self.fd)  # ours until the child has it, whatever close() does meanwhile
+        try:
+            cmd = ["nsenter", f"--net=/proc/self/fd/{fd}", *_PRIVATE_SYSFS, *argv]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, pass_fds=(fd,), **kw
+            )
+        finally:
+            os.close(fd)
         if check and proc.returncode != 0:
             raise CommandFailed(list(argv), proc.returncode, proc.stdout, proc.stderr)
         return proc
