@@ -1,75 +1,150 @@
-"""A snapshot of the host namespace (links, addresses, routes, known sysctls) to prove the
-harness changed nothing outside the namespaces it made."""
+"""Prove that a run changed nothing in the host namespace: one snapshot before, one after.
+
+A snapshot (:func:`snapshot`) holds links, addresses, routes of every table with all their
+attributes (metric included), rules, permanent neighbours (v4 and v6), the nftables
+ruleset, every ``net.*`` sysctl and the mounts under ``/run/netns``; :mod:`bindlab.hoststate`
+reads them and lists what is left out because it changes by itself. :func:`diff` names each
+change. :class:`Guard` is one run's guard: under pytest-xdist the controller holds it and
+the workers report their process ids, so that named namespaces a worker left behind are
+told from those other runs on the same machine own.
+
+Example::
+
+    guard = Guard()
+    ...  # the run
+    assert guard.finish() == []
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-# Host sysctls a careless harness would be most likely to touch.
-WATCHED_SYSCTLS = (
-    "net/ipv4/ip_local_port_range",
-    "net/ipv4/ip_forward",
-    "net/ipv4/conf/all/rp_filter",
-    "net/ipv4/icmp_ratelimit",
-    "net/ipv4/icmp_msgs_per_sec",
-    "net/ipv4/icmp_msgs_burst",
-    "net/ipv6/icmp/ratelimit",
-    "net/ipv6/conf/all/forwarding",
-    "net/core/somaxconn",
-    "net/ipv4/tcp_syncookies",
-)
+from bindlab import hoststate
+from bindlab.reaper import NAME_PREFIX, owner_alive, owner_id, owner_of
+
+NETLINK_PARTS = ("links", "addresses", "routes", "rules", "neighbours")
+GROUP_KEYS = 3  # more sysctl keys than this appearing in one directory read as one line
 
 
 def snapshot() -> dict[str, Any]:
-    """Links, addresses, routes (all tables) and watched sysctls of this thread's namespace.
+    """Everything the guard compares, read from the calling thread's namespace.
 
-    Volatile attributes (counters, route expiry) are left out; what remains changes only
-    when somebody configures the namespace.
+    ``skipped`` maps a part that could not be read (nftables without ``nft``) to the reason.
     """
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = sorted(
-            (m["index"], m.get_attr("IFLA_IFNAME"), m["flags"] & 0x1, m.get_attr("IFLA_MTU"))
-            for m in ipr.get_links()
-        )
-        addrs = sorted(
-            (m["index"], m["family"], m.get_attr("IFA_ADDRESS"), m["prefixlen"])
-            for m in ipr.get_addr()
-        )
-        routes = sorted(
-            (
-                m["family"],
-                m["table"],
-                m["type"],
-                str(m.get_attr("RTA_DST")),
-                m["dst_len"],
-                m.get_attr("RTA_OIF") or 0,
-                str(m.get_attr("RTA_GATEWAY")),
-            )
-            for fam in (2, 10)
-            for m in ipr.route("dump", family=fam)
-        )
-    sysctls = {}
-    for key in WATCHED_SYSCTLS:
-        path = "/proc/sys/" + key
-        if os.path.exists(path):
-            with open(path) as f:
-                sysctls[key] = f.read().strip()
-    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": sysctls}
+    snap: dict[str, Any] = hoststate.netlink()
+    snap["nftables"], why = hoststate.nftables()
+    snap["skipped"] = {} if why is None else {"nftables": why}
+    snap["sysctls"] = hoststate.sysctls()
+    snap["mounts"] = hoststate.netns_mounts()
+    return snap
 
 
-def diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two snapshots (empty when equal)."""
-    out: list[str] = []
-    for part in ("links", "addresses", "routes"):
-        b, a = set(before[part]), set(after[part])
-        out += [f"{part}: removed {x}" for x in sorted(b - a, key=str)]
-        out += [f"{part}: added {x}" for x in sorted(a - b, key=str)]
-    for key in sorted(set(before["sysctls"]) | set(after["sysctls"])):
-        if before["sysctls"].get(key) != after["sysctls"].get(key):
-            out.append(
-                f"sysctl {key}: {before['sysctls'].get(key)!r} -> {after['sysctls'].get(key)!r}"
-            )
+def _sets(part: str, before: set[str], after: set[str]) -> list[str]:
+    return [f"{part}: removed {x}" for x in sorted(before - after)] + [
+        f"{part}: added {x}" for x in sorted(after - before)
+    ]
+
+
+def _sysctls(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    out = [
+        f"sysctl {k.replace('/', '.')}: {before[k]!r} -> {after[k]!r}"
+        for k in sorted(before.keys() & after.keys())
+        if before[k] != after[k]
+    ]
+    for what, keys in (
+        ("removed", before.keys() - after.keys()),
+        ("added", after.keys() - before.keys()),
+    ):
+        by_dir: dict[str, list[str]] = defaultdict(list)
+        for k in keys:
+            by_dir[os.path.dirname(k)].append(k)
+        for d, ks in sorted(by_dir.items()):
+            if len(ks) > GROUP_KEYS:
+                out.append(f"sysctls: {what} {len(ks)} keys under {d.replace('/', '.')}")
+            else:
+                out += [f"sysctl {k.replace('/', '.')}: {what}" for k in sorted(ks)]
     return out
+
+
+def _mounts(before: set[str], after: set[str], owners: set[str]) -> list[str]:
+    """Foreign mounts that came or went, and ``bl-`` namespaces this run made and left.
+
+    ``bl-`` names of other processes come and go with the runs that own them (and the
+    reapers of other runs remove dead ones): they are not this run's changes.
+    """
+    out = []
+    for point in sorted(before ^ after):
+        name = os.path.basename(point)
+        if not name.startswith(NAME_PREFIX) or owner_of(name) is None:
+            out.append(f"/run/netns: {'added' if point in after else 'removed'} mount {point}")
+    for point in sorted(after):
+        name = os.path.basename(point)
+        if owner_of(name) in owners:
+            alive = "its owner still runs" if owner_alive(name) else "its owner exited"
+            out.append(f"/run/netns: this run left named namespace {point} ({alive})")
+    return out
+
+
+def diff(before: dict[str, Any], after: dict[str, Any], owners: Iterable[str] = ()) -> list[str]:
+    """One line per difference between two snapshots (empty when the host is unchanged).
+
+    ``owners`` are the ``<pid>-<starttime>`` ids of this run's processes: a ``bl-``
+    namespace of theirs still mounted is reported as left behind.
+    """
+    out: list[str] = []
+    for part in NETLINK_PARTS:
+        out += _sets(part, before[part], after[part])
+    if before["nftables"] is not None and after["nftables"] is not None:
+        out += _sets("nftables", before["nftables"], after["nftables"])
+    out += _sysctls(before["sysctls"], after["sysctls"])
+    out += _mounts(before["mounts"], after["mounts"], set(owners))
+    return out
+
+
+class Guard:
+    """One run's host guard: the snapshot taken at its start, the run's process ids, and
+    what the comparison at its end cost.
+
+    Example::
+
+        guard = Guard()
+        guard.add_owner(worker_owner_id)  # each process of the run that may name namespaces
+        changes = guard.finish()
+    """
+
+    def __init__(self) -> None:
+        t = time.perf_counter()
+        self.before = snapshot()
+        self.owners = {owner_id()}
+        self.cost_ms = (time.perf_counter() - t) * 1000
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Parts not compared, with the reason."""
+        return dict(self.before["skipped"])
+
+    def add_owner(self, owner: str) -> None:
+        """Count ``owner`` (``<pid>-<starttime>``, :func:`bindlab.reaper.owner_id`) as this run's."""
+        self.owners.add(owner)
+
+    def finish(self) -> list[str]:
+        """Snapshot again and return the changes (one line each); adds to :attr:`cost_ms`."""
+        t = time.perf_counter()
+        changes = diff(self.before, snapshot(), self.owners)
+        self.cost_ms += (time.perf_counter() - t) * 1000
+        return changes
+
+    def describe(self) -> str:
+        """What was compared, in one line."""
+        n = len(self.before["sysctls"])
+        parts = [*NETLINK_PARTS, "nftables", f"{n} net.* sysctls", "/run/netns mounts"]
+        if "nftables" in self.skipped:
+            parts.remove("nftables")
+        text = ", ".join(parts)
+        for part, why in self.skipped.items():
+            text += f" ({part} not compared: {why})"
+        return text

@@ -6,6 +6,7 @@ the fixtures. This is the only module that imports pytest.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from bindlab.scenario.collect import pytest_collect_file  # noqa: F401 - scenari
 
 PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
 _substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
-_host_before: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+_guard: pytest.StashKey[hostguard.Guard] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -124,8 +125,28 @@ def pytest_collection_modifyitems(
     gone = reaper.reap()
     if gone:
         print(f"# bindlab: reaped {len(gone)} namespace(s) left by dead runs: {' '.join(gone)}")
-    if not config.getoption("bindlab_no_hostguard"):
-        config.stash[_host_before] = hostguard.snapshot()
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker (the controller and plain runs hold the host guard)."""
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The host guard's one snapshot: in the controller under xdist, in every plain run."""
+    config = session.config
+    if not _xdist_worker(config) and not config.getoption("bindlab_no_hostguard"):
+        config.stash[_guard] = hostguard.Guard()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodeready(node: Any) -> None:
+    """An xdist worker started: its process (the controller's child) is part of this run."""
+    guard = node.config.stash.get(_guard, None)
+    if guard is not None:
+        for pid in reaper.children():
+            guard.add_owner(reaper.owner_id(pid))
 
 
 class ResultsRecorder:
@@ -159,16 +180,26 @@ class ResultsRecorder:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    before = session.config.stash.get(_host_before, None)
-    if not before:
+    """The host guard's one comparison: a change fails the run (exit 1) and is named."""
+    guard = session.config.stash.get(_guard, None)
+    if guard is None:
         return
-    changes = hostguard.diff(before, hostguard.snapshot())
+    changes = guard.finish()
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if changes:
-        tr = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = ["bindlab: the HOST namespace changed during this run:", *changes]
+        title = "bindlab: the HOST namespace changed during this run"
         if tr is not None:
-            tr.write_line("\n".join(lines), red=True, bold=True)
+            tr.write_line("")  # xdist's progress line may not have ended
+            tr.write_sep("!", title, red=True, bold=True)
+            for line in changes:
+                tr.write_line(line, red=True)
+        else:
+            print("\n".join([title + ":", *changes]), file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif tr is not None and tr.verbosity >= 0:
+        tr.write_line(
+            f"bindlab: host guard: unchanged ({guard.describe()}; {guard.cost_ms:.0f} ms)"
+        )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -32,10 +32,38 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def owner_id(pid: int | None = None) -> str:
+    """``<pid>-<starttime>`` of this process (or ``pid``): the owner part of its ``bl-`` names."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{process_start_time(pid)}"
+
+
 def make_name() -> str:
     """A fresh ``bl-`` name that tells the reaper who owns it."""
-    pid = os.getpid()
-    return f"{NAME_PREFIX}{pid}-{process_start_time(pid)}-{secrets.token_hex(3)}"
+    return f"{NAME_PREFIX}{owner_id()}-{secrets.token_hex(3)}"
+
+
+def children(pid: int | None = None) -> list[int]:
+    """The pids of the live child processes of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = f.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid:
+            out.append(int(entry))
+    return out
+
+
+def owner_of(name: str) -> str | None:
+    """The ``<pid>-<starttime>`` owner part of a ``bl-`` name, None for a foreign name."""
+    m = _NAME.match(name)
+    return f"{m['pid']}-{m['start']}" if m else None
 
 
 def owner_alive(name: str) -> bool:
