@@ -79,9 +79,9 @@ def _err(msg: str) -> None:
 
 
 def _capable() -> bool:
-    from bindlab.netns import running_as_capable
+    from bindlab.preflight import check
 
-    why = running_as_capable()
+    why = check().sentence
     if why is not None:
         _err(why)
     return why is None

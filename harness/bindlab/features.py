@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bindlab import preflight
 from bindlab.errors import ConfigError, FeatureMissing, errname
-from bindlab.netns import NetNS, running_as_capable
+from bindlab.netns import NetNS
 from bindlab.sockets import (
     IP_BIND_ADDRESS_NO_PORT,
     IP_FREEBIND,
@@ -32,6 +33,8 @@ from bindlab.sockets import (
 )
 
 BPF_PROG_TYPE_SK_LOOKUP = 30  # <linux/bpf.h> enum bpf_prog_type
+# features that load BPF programs: unsupported, with the reason, when bpf() is refused
+BPF_PRIVILEGED = {"BPF_SK_LOOKUP"}
 RELEASE = os.uname().release
 
 
@@ -224,9 +227,11 @@ def detect(name: str) -> Support:
     """Detect feature ``name`` (one of :data:`PROBES`) once per process."""
     if name not in PROBES:
         raise ConfigError(f"unknown feature {name!r}; known: {', '.join(PROBES)}")
-    why = running_as_capable()
-    if why is not None:
-        return Support(name, False, why)
+    pre = preflight.check()
+    if pre.sentence is not None:
+        return Support(name, False, pre.sentence)
+    if name in BPF_PRIVILEGED and pre.bpf_reason is not None:
+        return Support(name, False, pre.bpf_reason)
     try:
         with NetNS() as ns:
             detail = PROBES[name][1](ns)

@@ -252,17 +252,3 @@ class NetNS:
                     self._ipr = IPRoute()
             return self._ipr
 
-
-def running_as_capable() -> str | None:
-    """None if this process may create namespaces, else a sentence saying why not."""
-    try:
-        fd = _new_netns_fd()
-    except PermissionError:
-        return (
-            "bindlab needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces: "
-            "unshare(CLONE_NEWNET) was refused. Run as root or on a privileged runner."
-        )
-    except OSError as e:
-        return f"bindlab cannot create network namespaces: {e}"
-    os.close(fd)
-    return None

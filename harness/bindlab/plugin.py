@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from bindlab import features, hostguard, reaper
+from bindlab import features, hostguard, preflight, reaper
 from bindlab.namespace import Namespace
-from bindlab.netns import running_as_capable
 from bindlab.results import (
     ERRNOS_PROPERTY,
     EXPECTED_PROPERTY,
@@ -28,6 +27,7 @@ from bindlab.scenario.collect import pytest_collect_file  # noqa: F401 - scenari
 PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
 _substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
 _guard: pytest.StashKey[hostguard.Guard] = pytest.StashKey()
+_PREFLIGHT = "bindlab_preflight"  # the key of an xdist worker's output carrying the sentence
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -119,8 +119,10 @@ def pytest_collection_modifyitems(
     _deselect_opt_in(config, items)
     if not any(_needs_privilege(i) for i in items):
         return
-    why = running_as_capable()
+    why = preflight.check().sentence
     if why is not None:
+        if _xdist_worker(config):  # the controller stops the whole run with it, once
+            config.workeroutput[_PREFLIGHT] = why  # type: ignore[attr-defined]
         pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
     gone = reaper.reap()
     if gone:
@@ -138,6 +140,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if not _xdist_worker(config) and not config.getoption("bindlab_no_hostguard"):
         config.stash[_guard] = hostguard.Guard()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker stopped for want of privileges: stop the run with its one sentence."""
+    why = getattr(node, "workeroutput", {}).get(_PREFLIGHT)
+    if why:
+        pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.hookimpl(optionalhook=True)
