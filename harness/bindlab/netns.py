@@ -251,4 +251,3 @@ class NetNS:
                 with self.enter():
                     self._ipr = IPRoute()
             return self._ipr
-
