@@ -154,7 +154,10 @@ def test_without_privilege_one_sentence_and_exit_2() -> None:
     for args in (["run", str(good)], ["rfc"], ["features"], ["reap"]):
         p = bindlab(*args, user="65534", cwd=Path("/"))
         assert p.returncode == 2, (args, p.stdout, p.stderr)
-        assert p.stderr.startswith("bindlab: bindlab cannot run here: it lacks CAP_SYS_ADMIN") and p.stderr.count("\n") == 1
+        assert (
+            p.stderr.startswith("bindlab: bindlab cannot run here: it lacks CAP_SYS_ADMIN")
+            and p.stderr.count("\n") == 1
+        )
         assert p.stdout == ""
 
 

@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
+from bindlab.reaper import RUN_NETNS
+
 # Link attributes that move without anybody configuring the host: traffic counters,
 # carrier and operational state (the cable, the peer), promiscuity and allmulti counts
 # (raised by any packet socket or multicast listener), per-device inet/inet6 settings and
@@ -59,7 +61,8 @@ SYSCTL_VOLATILE = {
     "net/ipv4/tcp_available_ulp",
 }
 SYSCTL_ROOT = "/proc/sys/net"
-RUN_NETNS = "/run/netns"
+# `ip netns`'s directory, and bindlab's own if BINDLAB_NETNS_DIR moved it
+NETNS_DIRS = tuple(sorted({"/run/netns", RUN_NETNS}))
 
 
 def _value(v: Any) -> Any:
@@ -177,11 +180,12 @@ def sysctls(root: str = SYSCTL_ROOT) -> dict[str, str]:
 
 
 def netns_mounts(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
-    """Mount points at and under ``/run/netns`` (named namespaces, ``ip netns`` style)."""
+    """Mount points at and under ``/run/netns`` (named namespaces, ``ip netns`` style) and
+    under bindlab's own directory for them, if ``BINDLAB_NETNS_DIR`` moved it."""
     out = set()
     with open(mountinfo) as f:
         for line in f:
             point = line.split()[4].replace("\\040", " ")
-            if point == RUN_NETNS or point.startswith(RUN_NETNS + "/"):
+            if any(point == d or point.startswith(d + "/") for d in NETNS_DIRS):
                 out.add(point)
     return out
