@@ -140,7 +140,7 @@ def test_xdist_controller_fails_the_run_and_names_every_change(tmp_path, real_ho
         "    from bindlab.netns import NetNS\n"
         "    NetNS(named=True)  # never closed\n"
     )
-    proc = run_child(tmp_path, tests, "-n", "2")
+    proc = run_child(tmp_path, tests, "-n", "4")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "8 passed" in out and "bindlab: the HOST namespace changed during this run" in out
