@@ -92,6 +92,13 @@ def _message(m: Any, header: Iterable[str], drop: set[str], names: dict[int, str
             value = names.get(value, value)
         if (short, value) not in fields:  # RTA_TABLE, IFA_FLAGS repeat the header
             fields.append((short, _value(value)))
+    lengths = {k: v for k, v in fields if k in ("dst_len", "src_len")}
+    if lengths:  # dst=198.51.100.0/24 rather than dst=198.51.100.0 ... dst_len=24
+        fields = [
+            (k, f"{v}/{lengths[k + '_len']}" if k + "_len" in lengths else v)
+            for k, v in fields
+            if k not in lengths or k[:3] not in dict(fields)
+        ]
     return _line(fields)
 
 
