@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 from bindlab import Namespace
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
@@ -59,3 +62,28 @@ def test_reply_leaves_on_the_injector_of_its_route(netns: Namespace) -> None:
     (synack,) = in1.exchange(syn)
     assert synack[TCP].flags == "SA"
     assert netns.injector.recv(0.05) is None  # nothing leaked out of the default injector
+
+
+def test_a_closed_injector_leaves_its_device_to_the_namespace(netns: Namespace) -> None:
+    """The TUN is persistent: closing its fd does not unregister the device (which would
+    wait for RTNL and an RCU grace period); the namespace's own teardown removes it."""
+    inj = netns.add_injector("in1", clients=["198.19.0.0/16"])
+    index = inj.index
+    inj.close()
+    assert netns.link_index("in1") == index
+    assert "198.19.0.0/16 dev in1" in netns.run(["ip", "-4", "route"]).stdout
+
+
+def test_injector_devices_go_with_their_namespaces_not_to_the_host() -> None:
+    """A device the kernel cannot delete with its namespace would be moved to the host's
+    (as ``devN``): persistent TUNs must not be. Namespace teardown is asynchronous (tens of
+    ms), so the host's links are watched for a while after the last close."""
+    before = sorted(name for _, name in socket.if_nameindex())
+    for _ in range(20):
+        with Namespace() as ns:
+            ns.injector  # noqa: B018
+            ns.add_injector("in1")
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert sorted(name for _, name in socket.if_nameindex()) == before
+        time.sleep(0.05)

@@ -6,7 +6,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,34 +98,28 @@ def test_rfc_runs_from_the_package_data_outside_the_repository(tmp_path: Path) -
     assert p.stdout.count("claim:") >= 6 and "bindlab/data/rfc/" in p.stdout
 
 
-def test_the_old_option_spelling_still_works_and_warns(tmp_path: Path) -> None:
+def test_the_old_option_spelling_still_works_and_warns(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     (tmp_path / "test_o.py").write_text(
         "def test_o(request):\n"
         "    assert request.config.getoption('bindlab_bindtoprefix_optname') == 77\n"
     )
-    p = py(
-        "-m", "pytest", "-q", "-p", "no:cacheprovider", "--bindtoprefix-optname=77", cwd=tmp_path
-    )
+    p = run_pytest("-q", "--bindtoprefix-optname=77", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "--bindtoprefix-optname is deprecated" in p.stdout
-    p = py(
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--bindlab-bindtoprefix-optname=77",
-        cwd=tmp_path,
-    )
+    p = run_pytest("-q", "--bindlab-bindtoprefix-optname=77", cwd=tmp_path)
     assert p.returncode == 0 and "deprecated" not in p.stdout, p.stdout
 
 
-def test_a_scale_test_is_deselected_by_the_plugin_itself(tmp_path: Path) -> None:
+def test_a_scale_test_is_deselected_by_the_plugin_itself(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     (tmp_path / "test_s.py").write_text(
         "import pytest\n\n@pytest.mark.scale\ndef test_big():\n    raise AssertionError\n\n"
         "def test_small():\n    pass\n"
     )
-    p = py("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=tmp_path)
+    p = run_pytest("-q", cwd=tmp_path)
     assert p.returncode == 0 and "1 passed, 1 deselected" in p.stdout, p.stdout
-    p = py("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "scale", cwd=tmp_path)
+    p = run_pytest("-q", "-m", "scale", cwd=tmp_path)
     assert p.returncode == 1 and "1 failed" in p.stdout, p.stdout

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,18 +30,13 @@ expect_errno = "EADDRINUSE"
 """
 
 
-def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
 def opt_in(tmp_path: Path, *paths: str) -> None:
     """A downstream project's opt-in: its ``bindlab_scenarios`` ini option."""
     (tmp_path / "pytest.ini").write_text(f"[pytest]\nbindlab_scenarios = {' '.join(paths)}\n")
 
 
-def test_the_default_run_collects_every_scenario_file() -> None:
-    p = pytest_run("--collect-only", "-q", cwd=ROOT)
+def test_the_default_run_collects_every_scenario_file(run_pytest: Callable[..., Any]) -> None:
+    p = run_pytest("--collect-only", "-q", cwd=ROOT)
     assert p.returncode == 0, p.stdout[-3000:]
     files = {line.split("::")[0] for line in p.stdout.splitlines() if ".toml::" in line}
     shipped = {
@@ -55,7 +50,7 @@ def test_the_default_run_collects_every_scenario_file() -> None:
 
 
 @pytest.mark.privileged
-def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
+def test_outcomes_results_file_and_junit(tmp_path: Path, run_pytest: Callable[..., Any]) -> None:
     d = tmp_path / "scenarios"
     d.mkdir()
     (d / "good.toml").write_text(FILE)
@@ -66,7 +61,7 @@ def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
     (d / "notmine.json").write_text("{}")
     opt_in(tmp_path, "scenarios")
     results, junit = tmp_path / "results.json", tmp_path / "junit.xml"
-    p = pytest_run(
+    p = run_pytest(
         str(d),
         f"--bindlab-results={results}",
         f"--junitxml={junit}",
@@ -115,7 +110,9 @@ def test_outcomes_results_file_and_junit(tmp_path: Path) -> None:
 
 
 @pytest.mark.privileged
-def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) -> None:
+def test_requires_skips_with_the_reason_and_k_selects_by_flow(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     from bindlab import features
 
     d = tmp_path / "scenarios"
@@ -125,7 +122,7 @@ def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) ->
         (d / "skip.toml").write_text(f'requires = ["{missing.name}"]\n' + FILE)
     (d / "good.toml").write_text(FILE)
     opt_in(tmp_path, "scenarios")
-    p = pytest_run(str(d), "-rs", "-v", "-k", "40000", cwd=tmp_path)
+    p = run_pytest(str(d), "-rs", "-v", "-k", "40000", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "good.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED" in p.stdout
     assert "2001:db8" not in p.stdout.split("short test summary")[0].split("collected")[1]
@@ -133,29 +130,33 @@ def test_requires_skips_with_the_reason_and_k_selects_by_flow(tmp_path: Path) ->
         assert "1 passed, 1 skipped" in p.stdout and f": {missing.reason}\n" in p.stdout
 
 
-def test_a_toml_named_on_the_command_line_is_collected_anywhere(tmp_path: Path) -> None:
+def test_a_toml_named_on_the_command_line_is_collected_anywhere(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     f = tmp_path / "elsewhere.toml"
     f.write_text(FILE)
     (tmp_path / "not_a_scenario.toml").write_text("[tool]\n")
-    p = pytest_run("--collect-only", "-q", str(f), cwd=tmp_path)
+    p = run_pytest("--collect-only", "-q", str(f), cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "elsewhere.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
-    p = pytest_run("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not opted in
+    p = run_pytest("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not opted in
     assert p.returncode == 5 and "no tests collected" in p.stdout
 
 
-def test_only_declared_or_configured_toml_files_are_scenarios(tmp_path: Path) -> None:
+def test_only_declared_or_configured_toml_files_are_scenarios(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     """A downstream project's unrelated ``scenarios/*.toml`` is never taken for a scenario."""
     (tmp_path / "scenarios").mkdir()
     (tmp_path / "scenarios" / "foo.toml").write_text("[tool.other]\nx = 1\n")
     (tmp_path / "web.bindlab.toml").write_text(FILE)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "split.toml").write_text(FILE)
-    p = pytest_run("--collect-only", "-q", cwd=tmp_path)
+    p = run_pytest("--collect-only", "-q", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     assert "web.bindlab.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
     assert "foo.toml" not in p.stdout and "split.toml" not in p.stdout
     opt_in(tmp_path, "mine")
-    p = pytest_run("--collect-only", "-q", cwd=tmp_path)
+    p = run_pytest("--collect-only", "-q", cwd=tmp_path)
     assert "mine/split.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
     assert "foo.toml" not in p.stdout

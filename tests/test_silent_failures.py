@@ -14,7 +14,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bindlab import Namespace, diff, features, report
@@ -26,11 +28,6 @@ from bindlab.results import TestResult as Observed
 from bindlab.scenario.load import ScenarioError, load_text
 
 FLOW = "tcp 198.18.0.1:40000 -> 192.0.2.10:80"
-
-
-def pytest_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
 
 # -- wrong verdicts --------------------------------------------------------------------------
@@ -86,7 +83,9 @@ def test_bindlab_run_exits_1_when_setup_breaks(tmp_path: Path) -> None:
 
 
 @pytest.mark.privileged
-def test_the_results_file_holds_the_verdicts_of_netns_tests(tmp_path: Path) -> None:
+def test_the_results_file_holds_the_verdicts_of_netns_tests(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     """Harm: a kernel-matrix run whose results file lacks a test's verdicts cannot show
     that verdict changing (`bindlab diff` compares results files)."""
     (tmp_path / "test_v.py").write_text(
@@ -96,7 +95,7 @@ def test_the_results_file_holds_the_verdicts_of_netns_tests(tmp_path: Path) -> N
         f"    assert netns.probe(['{FLOW}', 'tcp 198.18.0.1:1 -> 192.0.2.9:80'])\n"
     )
     out = tmp_path / "r.json"
-    p = pytest_run(tmp_path, f"--bindlab-results={out}", "test_v.py")
+    p = run_pytest(f"--bindlab-results={out}", "test_v.py", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
     test = Results.load(str(out)).tests["test_v.py::test_split"]
     assert test.outcome == "passed"
@@ -175,7 +174,9 @@ def test_unknown_keys_in_setup_tables_are_refused(table: str) -> None:
 
 
 @pytest.mark.privileged
-def test_the_prefix_optname_option_reaches_scenario_files(tmp_path: Path) -> None:
+def test_the_prefix_optname_option_reaches_scenario_files(
+    tmp_path: Path, run_pytest: Callable[..., Any]
+) -> None:
     """Harm: with --bindlab-bindtoprefix-optname, scenario files still ran the emulation,
     so a patched kernel's real option was never tested by them."""
     (tmp_path / "p.bindlab.toml").write_text(
@@ -183,7 +184,7 @@ def test_the_prefix_optname_option_reaches_scenario_files(tmp_path: Path) -> Non
         '[[socket]]\nlabel = "pfx"\nbind_prefix = "192.0.2.0/24:80"\nexpect_errno = "OK"\n'
     )
     # an option number no kernel has: the real setsockopt must be tried, and refused
-    p = pytest_run(tmp_path, "-q", "--bindlab-bindtoprefix-optname=4095", "p.bindlab.toml")
+    p = run_pytest("-q", "--bindlab-bindtoprefix-optname=4095", "p.bindlab.toml", cwd=tmp_path)
     assert p.returncode == 1, p.stdout
     assert "ENOPROTOOPT" in p.stdout
 

@@ -155,40 +155,28 @@ def add_addr(ns: NetNS, dev: str, cidr: str, wait: float = ADDR_WAIT) -> None:
         iface = ipaddress.ip_interface(cidr)
     except ValueError as e:
         raise ConfigError(f"invalid address {cidr!r} for {dev}: {e}") from None
-    kw: dict[str, object] = {}
-    if iface.version == 6:
-        kw["flags"] = IFA_F_NODAD
-    ns.ipr.addr(
-        "add",
-        index=link_index(ns, dev),
-        address=str(iface.ip),
-        prefixlen=iface.network.prefixlen,
-        family=socket.AF_INET if iface.version == 4 else socket.AF_INET6,
-        **kw,
+    rtnetlink(ns).addr_add(
+        socket.AF_INET if iface.version == 4 else socket.AF_INET6,
+        link_index(ns, dev),
+        iface.ip.packed,
+        iface.network.prefixlen,
+        flags=IFA_F_NODAD if iface.version == 6 else 0,
+        what=f"addr add {cidr} dev {dev}",
     )
     if wait > 0 and _is_up(ns, dev):
         wait_local(ns, str(iface.ip), dev, wait)
 
 
 def _is_up(ns: NetNS, dev: str) -> bool:
-    link = ns.ipr.get_links(link_index(ns, dev))[0]
-    return bool(link["flags"] & IFF_UP)
+    return bool(rtnetlink(ns).link_flags(link_index(ns, dev)) & IFF_UP)
 
 
 def is_local(ns: NetNS, ip: str, dev: str | None = None) -> bool:
     """Whether a route lookup of ``ip`` in ``ns`` resolves to a local route now."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     addr = ipaddress.ip_address(ip)
-    kw: dict[str, object] = {}
-    if addr.is_link_local and dev is not None:
-        kw["oif"] = link_index(ns, dev)
+    oif = link_index(ns, dev) if addr.is_link_local and dev is not None else 0
     family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
-    try:
-        found = ns.ipr.route("get", dst=str(addr), family=family, **kw)
-    except NetlinkError:  # no route at all (yet)
-        return False
-    return bool(found) and found[0]["type"] == RTN_LOCAL
+    return rtnetlink(ns).route_type(family, addr.packed, oif=oif) == RTN_LOCAL
 
 
 def wait_local(ns: NetNS, ip: str, dev: str | None = None, wait: float = ADDR_WAIT) -> None:

@@ -30,7 +30,12 @@ NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 # <linux/rtnetlink.h>
 RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
 RTA_DST = 1
 RTA_OIF = 4
 RTA_TABLE = 15
@@ -47,7 +52,10 @@ IFF_UP = 0x1
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+_RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
 _RTATTR = struct.Struct("=HH")
 
 
@@ -80,25 +88,34 @@ class Rtnl:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, kind: int, flags: int, body: bytes, what: str) -> None:
-        """Send one request and wait for the kernel's acknowledgement (raise if it refuses)."""
+    def request(
+        self, kind: int, flags: int, body: bytes, what: str, reply: int | None = None
+    ) -> bytes | None:
+        """Send one request and wait for the kernel's acknowledgement (raise if it refuses).
+
+        With ``reply``, return the body of the kernel's answer of that message type."""
         self._seq += 1
         seq = self._seq
-        head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0)
+        head = _NLMSGHDR.pack(
+            _NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0
+        )
         self.sock.send(head + body)
+        answer = None
         while True:
             data = self.sock.recv(65536)
             off = 0
             while off + _NLMSGHDR.size <= len(data):
                 size, mtype, _, mseq, _ = _NLMSGHDR.unpack_from(data, off)
-                if mtype == NLMSG_ERROR and mseq == seq:
+                if size < _NLMSGHDR.size:
+                    break
+                if mseq == seq and mtype == NLMSG_ERROR:
                     (err,) = struct.unpack_from("=i", data, off + _NLMSGHDR.size)
                     if err:
                         name = errno.errorcode.get(-err, str(-err))
                         raise NetlinkError(-err, f"{what}: {name} ({os.strerror(-err)})")
-                    return
-                if size < _NLMSGHDR.size:
-                    break
+                    return answer
+                if mseq == seq and mtype == reply and answer is None:
+                    answer = data[off + _NLMSGHDR.size : off + size]
                 off += (size + 3) & ~3
 
     def link_set(
@@ -112,6 +129,41 @@ class Rtnl:
         if txqlen is not None:
             body += _attr(IFLA_TXQLEN, struct.pack("=I", txqlen))
         self.request(RTM_NEWLINK, 0, body, what or f"link set index {index}")
+
+    def link_flags(self, index: int) -> int:
+        """The ``IFF_*`` flags of link ``index`` (``ip link show``)."""
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+        got = self.request(RTM_GETLINK, 0, body, f"link show index {index}", reply=RTM_NEWLINK)
+        if got is None or len(got) < _IFINFOMSG.size:
+            raise NetlinkError(errno.EPROTO, f"link show index {index}: no answer")
+        return int(_IFINFOMSG.unpack_from(got)[3])
+
+    def addr_add(
+        self,
+        family: int,
+        index: int,
+        addr: bytes,
+        prefixlen: int,
+        *,
+        flags: int = 0,
+        what: str = "",
+    ) -> None:
+        """``ip addr add ADDR/PREFIXLEN dev INDEX`` (``flags``: ``IFA_F_*``, e.g. nodad)."""
+        body = _IFADDRMSG.pack(family, prefixlen, flags, 0, index)
+        body += _attr(IFA_LOCAL, addr) + _attr(IFA_ADDRESS, addr)
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, what or "addr add")
+
+    def route_type(self, family: int, dst: bytes, *, oif: int = 0) -> int | None:
+        """The type (``RTN_*``) of the route a lookup of ``dst`` finds (``ip route get``), or
+        None when there is none (unreachable)."""
+        body = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, dst)
+        if oif:
+            body += _attr(RTA_OIF, struct.pack("=I", oif))
+        try:
+            got = self.request(RTM_GETROUTE, 0, body, "route get", reply=RTM_NEWROUTE)
+        except NetlinkError:
+            return None
+        return None if got is None else int(_RTMSG.unpack_from(got)[7])
 
     def route_add(
         self,
