@@ -248,12 +248,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    from bindlab import reaper
+    from bindlab import process, reaper
 
     if not _capable():
         return USAGE
     gone = reaper.reap()
     print(f"# reaped {len(gone)} namespace(s)" + (f": {' '.join(gone)}" if gone else ""))
+    killed = process.reap()
+    print(f"# killed {len(killed)} program group(s)" + (f": {' '.join(killed)}" if killed else ""))
     return 0
 
 

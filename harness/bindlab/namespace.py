@@ -12,12 +12,13 @@ from collections.abc import Iterable, Sequence
 from socket import socket as Socket
 from typing import Any
 
-from bindlab import inject, net, probe, sockets
+from bindlab import inject, net, probe, programs, sockets
 from bindlab.bpf.dispatcher import Dispatcher, sk_lookup
 from bindlab.flow import Flow
 from bindlab.inject import DEFAULT_INJECTOR, Injector
 from bindlab.net import Link
 from bindlab.netns import NetNS
+from bindlab.programs import Program
 
 
 class Namespace(NetNS):
@@ -93,6 +94,18 @@ class Namespace(NetNS):
     def sockets(self) -> dict[int, tuple[str, Socket]]:
         """``{fd: (label, socket)}`` of the labelled sockets."""
         return sockets.labels(self)
+
+    # -- programs -----------------------------------------------------------------------------
+
+    def spawn(self, argv: Sequence[str], label: str, **kw: Any) -> Program:
+        """Run a real program inside the namespace and label the sockets it binds
+        (``nginx:192.0.2.10:80``); see :func:`bindlab.programs.spawn`."""
+        return programs.spawn(self, argv, label, **kw)
+
+    @property
+    def programs(self) -> list[Program]:
+        """The programs spawned here, in order."""
+        return programs.programs(self)
 
     # -- injection and probes -----------------------------------------------------------------
 

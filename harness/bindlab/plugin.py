@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bindlab import features, hostguard, preflight, reaper
+from bindlab import features, hostguard, preflight, process, reaper
 from bindlab.namespace import Namespace
 from bindlab.results import (
     ERRNOS_PROPERTY,
@@ -127,6 +127,9 @@ def pytest_collection_modifyitems(
     gone = reaper.reap()
     if gone:
         print(f"# bindlab: reaped {len(gone)} namespace(s) left by dead runs: {' '.join(gone)}")
+    killed = process.reap()
+    if killed:
+        print(f"# bindlab: killed {len(killed)} program group(s) left by dead runs: {' '.join(killed)}")
 
 
 def _xdist_worker(config: pytest.Config) -> bool:

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from bindlab import packets
+from bindlab import packets, programs
 from bindlab.errors import ConfigError
 from bindlab.flow import ICMP, NONE, RST, UNLABELLED, V4MAPPED_PREFIX, Flow
 from bindlab.inject import DEFAULT_INJECTOR, injectors
@@ -337,6 +337,7 @@ def probe(
             )
         pending.append(_Pending(f, fd, [] if trace is not None else None))
     with (
+        programs.frozen(ns),  # a program's own processes must not take the flows first
         _listening(ns) as (tcp_socks, udp_socks),
         contextlib.closing(_Prober(ns, tcp_socks, udp_socks)) as prober,
     ):

@@ -23,6 +23,7 @@ from bindlab import features
 from bindlab.errors import ConfigError
 from bindlab.flow import RESERVED_VERDICTS, Flow
 from bindlab.net import KINDS, check_ifname, sysctl_path
+from bindlab.programs import wanted
 from bindlab.scenario.model import (
     OK,
     AddrSpec,
@@ -30,6 +31,7 @@ from bindlab.scenario.model import (
     ExpectSpec,
     InjectorSpec,
     LinkSpec,
+    ProgramSpec,
     RouteSpec,
     Scenario,
     ScenarioError,
@@ -75,7 +77,7 @@ class _Checker:
 
     def locate(self, where: str) -> int | None:
         """The line of a key path such as ``socket[2].bind`` or ``expect."FLOW"``."""
-        if m := re.match(r"^(socket|dispatch)\[(\d+)\](?:\.(\w+))?", where):
+        if m := re.match(r"^(socket|dispatch|program)\[(\d+)\](?:\.(\w+))?", where):
             head = self.header_line(m[1], int(m[2]))
             return self.key_line(m[3], head) if head and m[3] else head
         if m := re.match(r'^(?:expect|setup\.sysctls)\."(.*)"', where):
@@ -297,7 +299,59 @@ TOP: Spec = {
     "name": (_str, None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
     "requires": (_list(_choice(*features.PROBES)), ()), "setup": (_table(SetupSpec, SETUP), SetupSpec()),
     "socket": (_list(_raw), ()), "dispatch": (_list(_raw), ()), "expect": (_raw, {}),
+    "program": (_list(_raw), ()),
 }  # fmt: skip
+
+
+def _strings(c: _Checker, v: Any, where: str, value: Conv = _str) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(v, dict):
+        raise c.fail(where, f"expected a table, got {_kind(v)}")
+    return tuple((k, value(c, x, f'{where}."{k}"')) for k, x in v.items())
+
+
+def _file_name(c: _Checker, v: Any, where: str) -> str:
+    if "/" in v or v in ("", ".", ".."):
+        raise c.fail(where, f"{v!r}: a plain file name (it goes in the program's directory)")
+    return v
+
+
+def _argv(c: _Checker, v: Any, where: str) -> tuple[str, ...]:
+    argv = _list(_str)(c, v, where)
+    if not argv:
+        raise c.fail(where, "an empty command line")
+    return argv
+
+
+def _seconds(c: _Checker, v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 600:
+        raise c.fail(where, f"expected seconds (0-600], got {_kind(v)}")
+    return float(v)
+
+
+def _wait_spec(text: str) -> str:
+    wanted([text])
+    return text
+
+
+PROGRAM: Spec = {
+    "label": (_label, REQUIRED), "argv": (_argv, REQUIRED),
+    "files": (lambda c, v, w: tuple((_file_name(c, k, w), x) for k, x in _strings(c, v, w)), ()),
+    "wait_for": (_list(_parsed(_wait_spec, "'tcp IP:PORT' or 'udp IP:PORT'")), ()),
+    "labels": (lambda c, v, w: _strings(c, v, w, _label), ()),
+    "timeout": (_seconds, 10.0), "package": (_str, ""),
+}  # fmt: skip
+
+
+def _programs(c: _Checker, tables: list[Any], taken: list[str]) -> tuple[ProgramSpec, ...]:
+    """The ``[[program]]`` tables; their labels prefix their sockets' (``nginx:...``)."""
+    out = []
+    for i, d in enumerate(tables):
+        p = ProgramSpec(**c.record(d, f"program[{i}]", PROGRAM), line=c.header_line("program", i))
+        if p.label in taken:
+            raise c.fail(f"program[{i}].label", f"label {p.label!r} is used already")
+        taken.append(p.label)
+        out.append(p)
+    return tuple(out)
 
 
 def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
@@ -331,7 +385,7 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
 
 
 def _expectations(
-    c: _Checker, d: Any, labels: set[str], injectors: set[str]
+    c: _Checker, d: Any, labels: set[str], injectors: set[str], programs: tuple[str, ...] = ()
 ) -> tuple[ExpectSpec, ...]:
     if not isinstance(d, dict):
         raise c.fail("expect", f'expected a table of "FLOW" = "VERDICT" rows, got {_kind(d)}')
@@ -342,7 +396,7 @@ def _expectations(
         flow = _parsed(Flow.parse, "'PROTO SRC:PORT -> DST:PORT [dev IFACE]'")(c, text, at)
         verdicts = v if isinstance(v, list) and v else [v]
         for x in verdicts:
-            if x not in known:
+            if x not in known and not x.startswith(tuple(f"{p}:" for p in programs)):
                 raise c.fail(at, f"{x!r} names no socket; expected one of: {', '.join(known)}")
         if flow.dev is not None and flow.dev not in injectors:
             raise c.fail(at, f"dev {flow.dev!r} is not an injector; add it to setup.injectors")
@@ -382,7 +436,12 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         )
         _choice(*labels)(c, binding.label, f"dispatch[{i}].label")
         dispatch.append(binding)
-    expect = _expectations(c, data["expect"], set(labels), {i.name for i in setup.injectors})
+    programs = _programs(c, data["program"], list(labels))
+    labels += [lbl for p in programs for _, lbl in p.labels]
+    expect = _expectations(
+        c, data["expect"], set(labels), {i.name for i in setup.injectors},
+        tuple(p.label for p in programs),
+    )  # fmt: skip
     if not expect and not any(s.checked for s in sockets):
         raise c.fail(
             "", "nothing to check: add an [expect] table or a socket with expect_errno/expect_port"
@@ -390,8 +449,9 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
     top = {k: data[k] for k in ("description", "claim", "source", "requires")}
     name = data["name"] or Path(path).stem
     return Scenario(
-        path, name, setup=setup, sockets=sockets, dispatch=tuple(dispatch), expect=expect, **top
-    )
+        path, name, setup=setup, sockets=sockets, dispatch=tuple(dispatch), expect=expect,
+        programs=programs, **top,
+    )  # fmt: skip
 
 
 def load(path: str | Path, shown: str | None = None) -> Scenario:

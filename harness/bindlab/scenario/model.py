@@ -108,6 +108,21 @@ class DispatchSpec:
 
 
 @dataclass(frozen=True)
+class ProgramSpec:
+    """A real program run inside the namespace (``[[program]]``); its sockets get labels
+    ``LABEL:ADDR:PORT`` (see :mod:`bindlab.programs`)."""
+
+    label: str
+    argv: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # written to the program's dir; {dir} is its path
+    wait_for: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # derived label -> label in verdicts
+    timeout: float = 10.0
+    package: str = ""  # the Debian package that installs argv[0], named in the skip reason
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class ExpectSpec:
     """A flow and the verdicts it may get (several when any member of a group is right)."""
 
@@ -132,6 +147,7 @@ class Scenario:
     sockets: tuple[SocketSpec, ...] = ()
     dispatch: tuple[DispatchSpec, ...] = ()
     expect: tuple[ExpectSpec, ...] = ()
+    programs: tuple[ProgramSpec, ...] = ()
 
     @property
     def needs_dispatcher(self) -> bool:

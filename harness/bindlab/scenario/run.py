@@ -21,6 +21,7 @@ from bindlab import features
 from bindlab.errors import HarnessError, SockOptError, errname
 from bindlab.namespace import Namespace
 from bindlab.results import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
+from bindlab.scenario import programs
 from bindlab.scenario.load import OK, Scenario, SocketSpec
 from bindlab.sockets import make_socket
 
@@ -41,6 +42,8 @@ def skip_reason(sc: Scenario) -> str | None:
         s = features.detect(name)
         if not s.ok:
             return s.reason
+    if (why := programs.missing(sc)) is not None:
+        return why
     if sc.needs_dispatcher:
         for name in DISPATCH_FEATURES:
             s = features.detect(name)
@@ -144,6 +147,7 @@ def prepared(
     """
     with Namespace() as ns:
         _set_up(ns, sc)
+        programs.start(ns, sc)
         made: dict[str, socket.socket] = {}
         steps: dict[str, tuple[str, str]] = {}
         for i, spec in enumerate(sc.sockets):
