@@ -9,6 +9,7 @@ import pytest
 from bindlab import ConfigError
 from bindlab.scenario.load import (
     DISPATCH,
+    PROGRAM,
     SETUP,
     SOCKET,
     TOP,
@@ -112,6 +113,7 @@ def test_the_schema_documents_exactly_what_the_loader_accepts() -> None:
     assert set(defs["setup"]["properties"]) == set(SETUP)
     assert set(defs["socket"]["properties"]) == set(SOCKET)
     assert set(defs["binding"]["properties"]) == set(DISPATCH)
+    assert set(defs["program"]["properties"]) == set(PROGRAM)
     from bindlab import features
     from bindlab.sockets import OPTIONS
 

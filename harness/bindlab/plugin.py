@@ -129,7 +129,9 @@ def pytest_collection_modifyitems(
         print(f"# bindlab: reaped {len(gone)} namespace(s) left by dead runs: {' '.join(gone)}")
     killed = process.reap()
     if killed:
-        print(f"# bindlab: killed {len(killed)} program group(s) left by dead runs: {' '.join(killed)}")
+        print(
+            f"# bindlab: killed {len(killed)} program group(s) left by dead runs: {' '.join(killed)}"
+        )
 
 
 def _xdist_worker(config: pytest.Config) -> bool:

@@ -202,12 +202,18 @@ class Session:
         return session_pids(self.sid) if self.sid else []
 
     def freeze(self, on: bool) -> None:
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
-        if on:  # stopped: state T in /proc/PID/stat
-            _wait(lambda: all((_stat(p) or ["T"])[0] in "TtZX" for p in self.pids()),
-                  STOP_TIMEOUT, f"session {self.sid} to stop")  # fmt: skip
+        def signal_all() -> bool:  # True once every member is stopped (state T)
+            done = True
+            for pid in self.pids():
+                if on and (_stat(pid) or ["T"])[0] in "TtZX":
+                    continue
+                done = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+            return done or not on
+
+        # a member may fork between listing and stopping: go round until all are stopped
+        _wait(signal_all, STOP_TIMEOUT, f"session {self.sid} to {'stop' if on else 'go on'}")
 
     def kill(self) -> None:
         kill_session(self.sid)

@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bindlab.errors import ConfigError, HarnessError
 from bindlab.netns import NetNS, StashKey
@@ -49,20 +50,34 @@ class ProgramError(HarnessError):
 
 @dataclass(frozen=True)
 class ProgramSocket:
-    """One socket a program holds: its label, protocol, bound address and holders."""
+    """One socket a program holds: its label, protocol and bound address. Who holds it and
+    who polls it (serves it) are read from /proc when asked: workers come and go."""
 
     label: str
     program: str
     proto: str
     addr: str  # IP:PORT, [IPv6]:PORT
     inode: int
-    holders: tuple[tuple[int, str], ...]  # (pid, role): "main" (the spawned pid) or "child"
-    pollers: tuple[int, ...] = ()  # the pids whose epoll set watches it (who serves it)
+    process: Process = field(compare=False, repr=False)
+
+    @property
+    def holders(self) -> tuple[tuple[int, str], ...]:
+        """``(pid, role)`` of the processes holding it: "main" (the spawned pid) or "child"."""
+        main = self.process.pid
+        pids = sorted({p for p, _ in _held(self.process.pids()).get(self.inode, ())},
+                      key=lambda p: (p != main, p))  # fmt: skip
+        return tuple((p, "main" if p == main else "child") for p in pids)
+
+    @property
+    def pollers(self) -> tuple[int, ...]:
+        """The pids whose epoll set watches it: who accepts or reads from it."""
+        return tuple(sorted(set(_polled(self.process.pids()).get(self.inode, ()))))
 
     def describe(self) -> str:
         """``program nginx, tcp 0.0.0.0:80, held by pid 12 (main), 14 (child), polled by 14``."""
-        held = ", ".join(f"{pid} ({role})" for pid, role in self.holders)
-        polled = f", polled by {', '.join(map(str, self.pollers))}" if self.pollers else ""
+        held = ", ".join(f"{pid} ({role})" for pid, role in self.holders) or "none (exited)"
+        pollers = self.pollers
+        polled = f", polled by {', '.join(map(str, pollers))}" if pollers else ""
         return f"program {self.program}, {self.proto} {self.addr}, held by pid {held}{polled}"
 
 
@@ -240,10 +255,10 @@ def spawn(
 ) -> Program:
     """Start ``argv`` inside ``ns``, wait until its sockets are bound, label them.
 
-    Without ``wait_for`` it waits until the program holds at least one TCP listener or UDP
-    socket and that set (and who holds them) has not changed for ``settle`` s; with
-    ``wait_for=["tcp 192.0.2.10:80", ...]`` until each is bound. A program that exits
-    first, or a ``timeout``, raises :class:`ProgramError` quoting its output.
+    It waits until the program holds at least one TCP listener or UDP socket (with
+    ``wait_for=["tcp 192.0.2.10:80", ...]``: each of those) and that set, and which of its
+    processes hold them, has not changed for ``settle`` s (workers forked). A program that
+    exits first, or a ``timeout``, raises :class:`ProgramError` quoting its output.
 
     ``files`` (name -> text) are written to the program's workdir first; ``{dir}`` in
     ``argv`` and in the files stands for that directory (:class:`bindlab.process.Process`).
@@ -281,14 +296,13 @@ def _wait_bound(
         held = _held(pids)
         found = {i: (*bound[i], held[i]) for i in held if i in bound}
         have = {(p, a) for p, a, _ in found.values()}
-        if wanted:
-            if all(w in have for w in wanted):
-                return found
-        elif found and found == last and time.monotonic() - stable_since >= settle:
-            return found
+        ready = all(w in have for w in wanted) if wanted else bool(found)
+        if ready and found == last and time.monotonic() - stable_since >= settle:
+            return found  # and no process has come or gone with them for settle s
         if found != last:
             last, stable_since = found, time.monotonic()
-        name = f"program {prog.label!r} ({' '.join(prog.process.argv)})"
+        cmd = shlex.join(prog.process.argv)
+        name = f"program {prog.label!r} ({cmd if len(cmd) < 100 else cmd[:96] + ' ...'})"
         code = prog.process.popen.poll()
         if not pids and code is not None:  # (not yet joined its group: poll() is None)
             raise ProgramError(
@@ -316,7 +330,6 @@ def _adopt(ns: NetNS, prog: Program, found: Found, rename: dict[str, str]) -> li
         groups.setdefault((proto, addr), []).append((ranked[0], inode))
     out: list[ProgramSocket] = []
     derived: list[str] = []
-    polled = _polled(prog.pids())
     for (proto, addr), members in sorted(groups.items()):
         members.sort()
         for k, ((_, pid, fd), inode) in enumerate(members, 1):
@@ -326,10 +339,7 @@ def _adopt(ns: NetNS, prog: Program, found: Found, rename: dict[str, str]) -> li
             sock = socket.socket(fileno=_pidfd_getfd(pid, fd))
             prog.dups.append(sock)
             label_socket(ns, sock, label)
-            held_by = sorted({p for p, _ in found[inode][2]}, key=lambda p: (p != main, p))
-            roles = tuple((p, "main" if p == main else "child") for p in held_by)
-            pollers = tuple(sorted(set(polled.get(inode, ()))))
-            out.append(ProgramSocket(label, prog.label, proto, addr, inode, roles, pollers))
+            out.append(ProgramSocket(label, prog.label, proto, addr, inode, prog.process))
     if rename:
         raise ConfigError(
             f"program {prog.label!r}: labels for sockets it does not hold: "

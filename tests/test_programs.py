@@ -1,0 +1,162 @@
+"""bindlab.programs: a real program's sockets get labels and verdicts, even when the program
+takes every connection and datagram it can (it is frozen while a probe runs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from bindlab import ConfigError, Namespace
+from bindlab.programs import ProgramError, program_socket
+
+# A greedy server: binds what its arguments say (proto,ip,port[,reuseport]), optionally forks
+# a worker, then busily accepts every connection and reads every datagram it can, saying so.
+GREEDY = r"""
+import os, socket, sys
+socks = []
+for spec in sys.argv[1:]:
+    if spec == "fork":
+        continue
+    proto, ip, port, *opts = spec.split(",")
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    if "reuseport" in opts:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((ip, int(port)))
+    if proto == "tcp":
+        s.listen()
+    s.setblocking(False)
+    socks.append(s)
+if "fork" in sys.argv:
+    os.fork()
+while True:  # busy: it gets to a connection as soon as the kernel queues it
+    for s in socks:
+        try:
+            if s.type == socket.SOCK_STREAM:
+                c, peer = s.accept()
+                print("accepted", peer, flush=True)
+                c.close()
+            else:
+                print("read", s.recvfrom(2048)[1], flush=True)
+        except BlockingIOError:
+            pass
+"""
+
+
+def greedy(*specs: str) -> list[str]:
+    return [sys.executable, "-c", GREEDY, *specs]
+
+
+@pytest.fixture
+def lab(netns: Namespace) -> Namespace:
+    netns.add_local_route("192.0.2.0/24")
+    return netns
+
+
+def test_a_programs_sockets_are_labelled_by_address(lab: Namespace) -> None:
+    prog = lab.spawn(
+        greedy("tcp,192.0.2.1,80,reuseport", "udp,192.0.2.1,53", "tcp,0.0.0.0,80,reuseport",
+               "tcp,0.0.0.0,80,reuseport", "tcp,192.0.2.2,80,reuseport"),
+        "srv",
+    )  # fmt: skip
+    assert sorted(s.label for s in prog.sockets) == [
+        "srv:0.0.0.0:80#1",  # a reuseport group: numbered in the order of the program's fds
+        "srv:0.0.0.0:80#2",
+        "srv:192.0.2.1:53",
+        "srv:192.0.2.1:80",
+        "srv:192.0.2.2:80",
+    ]
+    member = program_socket(lab, "srv:0.0.0.0:80#1")
+    assert member is not None and member.proto == "tcp" and member.holders == ((prog.pid, "main"),)
+    labels = {lbl for lbl, _ in lab.sockets.values()}
+    assert {s.label for s in prog.sockets} <= labels  # the test's own registry holds them
+
+
+def test_verdicts_name_the_programs_sockets_although_it_takes_everything(lab: Namespace) -> None:
+    # beside a wildcard on the same port a specific TCP listener needs SO_REUSEPORT on both
+    srv = greedy("tcp,192.0.2.1,80,reuseport", "udp,192.0.2.1,53", "tcp,0.0.0.0,80,reuseport")
+    prog = lab.spawn(srv, "srv")
+    rows = {
+        "tcp 198.18.0.1:1000 -> 192.0.2.1:80": "srv:192.0.2.1:80",
+        "tcp 198.18.0.1:1001 -> 192.0.2.9:80": "srv:0.0.0.0:80",
+        "udp 198.18.0.1:1002 -> 192.0.2.1:53": "srv:192.0.2.1:53",
+        "udp 198.18.0.1:1003 -> 192.0.2.9:53": "ICMP",
+        "tcp 198.18.0.1:1004 -> 192.0.2.1:81": "RST",
+    }
+    for _ in range(5):  # a program left running would win some of these races
+        assert lab.probe(rows) == rows
+    assert "accepted" not in prog.output() and "read" not in prog.output()
+
+
+def test_a_worker_holding_the_socket_is_its_child(lab: Namespace) -> None:
+    prog = lab.spawn(greedy("udp,192.0.2.1,53", "fork"), "dns")
+    (s,) = prog.sockets
+    worker = next(p for p in prog.pids() if p != prog.pid)
+    assert s.holders == ((prog.pid, "main"), (worker, "child"))
+    assert "held by pid" in s.describe()
+    rows = {"udp 198.18.0.1:1000 -> 192.0.2.1:53": "dns:192.0.2.1:53"}
+    assert lab.probe(rows) == rows
+
+
+def test_labels_mapping_renames_derived_labels(lab: Namespace) -> None:
+    lab.spawn(greedy("tcp,192.0.2.1,80"), "srv", labels={"srv:192.0.2.1:80": "web"})
+    rows = {"tcp 198.18.0.1:1000 -> 192.0.2.1:80": "web"}
+    assert lab.probe(rows) == rows
+
+
+def test_a_mapping_key_it_does_not_hold_is_an_error(lab: Namespace) -> None:
+    with pytest.raises(ConfigError, match=r"srv:192.0.2.1:8080.*it holds srv:192.0.2.1:80"):
+        lab.spawn(greedy("tcp,192.0.2.1,80"), "srv", labels={"srv:192.0.2.1:8080": "web"})
+    (prog,) = lab.programs
+    assert prog.pids() == []  # stopped: nothing left behind
+
+
+def test_a_program_that_exits_is_named_with_what_it_printed(lab: Namespace) -> None:
+    with pytest.raises(ProgramError, match=r"(?s)'broken' \(sh -c .*status 3.*\| no config"):
+        lab.spawn(["sh", "-c", "echo no config; exit 3"], "broken")
+
+
+def test_a_missing_executable_is_named(lab: Namespace) -> None:
+    with pytest.raises(ProgramError, match=r"(?s)'ghost'.*status 127.*no-such-server"):
+        lab.spawn(["no-such-server", "-d"], "ghost")
+
+
+def test_timeout_says_what_it_waited_for_and_what_it_holds(lab: Namespace) -> None:
+    with pytest.raises(
+        ProgramError, match=r"waited for tcp 192.0.2.9:80, it holds tcp 192.0.2.1:80"
+    ):
+        lab.spawn(greedy("tcp,192.0.2.1,80"), "srv", wait_for=["tcp 192.0.2.9:80"], timeout=1)
+
+
+def test_bad_wait_for_is_refused_before_anything_starts(lab: Namespace) -> None:
+    with pytest.raises(ConfigError, match=r"wait_for 'sctp 192\.0\.2\.1:80'"):
+        lab.spawn(greedy("tcp,192.0.2.1,80"), "srv", wait_for=["sctp 192.0.2.1:80"])
+    assert lab.programs == []
+
+
+def test_programs_and_their_workdirs_go_with_the_namespace() -> None:
+    with Namespace() as ns:
+        ns.add_local_route("192.0.2.0/24")
+        prog = ns.spawn(greedy("udp,192.0.2.1,53", "fork"), "dns")
+        pids, workdir = prog.pids(), prog.workdir
+        assert len(pids) == 2 and os.path.isdir(workdir)
+    assert not any(_running(p) for p in pids)
+    assert not os.path.exists(workdir)
+
+
+def test_a_stopped_programs_sockets_leave_the_verdicts(lab: Namespace) -> None:
+    prog = lab.spawn(greedy("tcp,192.0.2.1,80"), "srv")
+    prog.stop()
+    # this process's duplicate is closed too: nothing holds the listener any more
+    assert lab.probe(["tcp 198.18.0.1:1000 -> 192.0.2.1:80"]) == {
+        "tcp 198.18.0.1:1000 -> 192.0.2.1:80": "RST"
+    }
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
