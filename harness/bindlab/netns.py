@@ -54,6 +54,12 @@ _PRIVATE_SYSFS = (
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def isolated(argv: Sequence[str], ns_path: str) -> list[str]:
+    """The command line running ``argv`` inside the namespace at ``ns_path`` with its own
+    ``/sys`` (:meth:`NetNS.run` and :mod:`bindlab.process` both start children so)."""
+    return ["nsenter", f"--net={ns_path}", *_PRIVATE_SYSFS, *argv]
+
+
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
@@ -253,7 +259,7 @@ class NetNS:
                 raise HarnessError(f"{self!r} is closed: cannot run {' '.join(argv)!r} in it")
             fd = os.dup(self.fd)  # ours until the child has it, whatever close() does meanwhile
         try:
-            cmd = ["nsenter", f"--net=/proc/self/fd/{fd}", *_PRIVATE_SYSFS, *argv]
+            cmd = isolated(argv, f"/proc/self/fd/{fd}")
             proc = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=timeout, pass_fds=(fd,), **kw
             )

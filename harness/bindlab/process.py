@@ -2,8 +2,8 @@
 
 A program started here sees the namespace's network and its own ``/sys`` (a private mount
 namespace with a fresh sysfs, so ``/sys/class/net`` lists the namespace's links and nothing
-of the host's); :func:`isolated` builds that command line and is meant to be shared by
-every way bindlab runs a program inside a namespace.
+of the host's), started by the same command line as :meth:`bindlab.netns.NetNS.run`
+(:func:`bindlab.netns.isolated`).
 
 Every process it starts, and everything that process forks (daemons and workers included),
 lives in one group that bindlab owns:
@@ -39,26 +39,16 @@ from pathlib import Path
 from typing import Protocol
 
 from bindlab.errors import HarnessError
+from bindlab.netns import isolated
 from bindlab.reaper import NAME_PREFIX, make_name, owner_alive
 
 RECORDS = "/run/bindlab"  # session records of the fallback (no writable cgroup2)
 CGROUP_SUBDIR = "bindlab"
 STOP_TIMEOUT = 5.0
 
-# The child joins its group, enters the namespace and a private mount namespace with the
-# namespace's own sysfs, then execs the program (one pid all along: nsenter and unshare exec).
+# The child joins its group, then execs the isolated command line (bindlab.netns.isolated:
+# nsenter, unshare --mount, the namespace's own sysfs on /sys); one pid all along.
 _JOIN = 'g=$1; shift; [ -z "$g" ] || echo $$ > "$g" || exit 125; exec "$@"'
-_SYSFS = 'mount -t sysfs bindlab-sysfs /sys || exit 125; exec "$@"'
-
-
-def isolated(argv: Sequence[str], ns_path: str) -> list[str]:
-    """``argv`` run inside the namespace at ``ns_path`` with a private mount namespace whose
-    ``/sys`` is the namespace's own (pass the namespace's fd if ``ns_path`` is under /proc)."""
-    return [
-        "nsenter", f"--net={ns_path}", "--",
-        "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-c", _SYSFS, "sh", *argv,
-    ]  # fmt: skip
 
 
 def cgroup2_root() -> str | None:
