@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 from bindlab import Namespace
@@ -87,3 +88,17 @@ def test_injector_devices_go_with_their_namespaces_not_to_the_host() -> None:
     while time.monotonic() < deadline:
         assert sorted(name for _, name in socket.if_nameindex()) == before
         time.sleep(0.05)
+
+
+def test_probe_gives_a_listener_its_own_linger_back(netns: Namespace) -> None:
+    """probe() lends labelled listeners SO_LINGER 0 so that the connections they accept
+    inherit it and close with an RST; the listener's own setting comes back after."""
+    netns.add_local_route("192.0.2.0/24")
+    lst = netns.tcp_listener("192.0.2.1:80", label="web")
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 5))
+    flow = "tcp 198.18.0.1:999 -> 192.0.2.1:80"
+    assert netns.probe([flow]) == {flow: "web"}
+    assert struct.unpack("ii", lst.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)) == (1, 5)
+    # and the probe's connection is gone (reset), in no state at all: only the listener
+    sockets = netns.run(["ss", "-Htna"]).stdout.splitlines()
+    assert [line.split()[0] for line in sockets] == ["LISTEN"], sockets

@@ -34,7 +34,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bindlab import packets, programs
@@ -48,7 +48,8 @@ from bindlab.sockets import labelled
 if TYPE_CHECKING:
     from bindlab.netns import NetNS
 
-_OBSERVATIONS: StashKey[list[tuple[str, str]]] = StashKey("observations")
+# (flows, verdicts) of each probe: flows are spelled out only when somebody reads them
+_OBSERVATIONS: StashKey[list[tuple[list[Flow], list[str]]]] = StashKey("observations")
 
 ISN = 0x1000_0000
 TOKEN = b"bindlab-probe:"
@@ -84,7 +85,10 @@ def _sockaddr_ip(ip: str) -> bytes:
 
 
 def _close_with_rst(family: int, fd: int) -> None:
-    """Close an accepted connection with an RST (SO_LINGER 0), so that nothing remains."""
+    """Close an accepted connection with an RST (SO_LINGER 0), so that nothing remains.
+
+    (Connections accepted from a listener that :func:`_listening` gave SO_LINGER 0 inherit
+    it, and are closed with a bare ``os.close``.)"""
     conn = socket.SocketType(family, socket.SOCK_STREAM, 0, fd)  # the C type: owns fd now
     try:  # noqa: SIM105 - once per flow: suppress() costs more than the syscall's Python
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
@@ -103,6 +107,7 @@ class _Prober:
         ns: NetNS,
         tcp: list[tuple[str, socket.socket]],
         udp: list[tuple[str, socket.socket]],
+        lingering: Collection[socket.socket] = (),
     ) -> None:
         self.pending: dict[Key, _Pending] = {}
         self.tokens: dict[bytes, _Pending] = {}
@@ -112,7 +117,8 @@ class _Prober:
         for fd in self.injector_fds:
             self.handlers[fd] = functools.partial(self._read_replies, fd)
         for lbl, s in tcp:
-            self.handlers[s.fileno()] = functools.partial(self._accept_all, lbl, s)
+            lingers = s in lingering
+            self.handlers[s.fileno()] = functools.partial(self._accept_all, lbl, s, lingers)
         for lbl, s in udp:
             self.handlers[s.fileno()] = functools.partial(self._receive_all, lbl, s)
         self.ep = select.epoll()
@@ -237,7 +243,7 @@ class _Prober:
             return True
         return False
 
-    def _accept_all(self, label: str, listener: socket.socket) -> bool:
+    def _accept_all(self, label: str, listener: socket.socket, lingers: bool = False) -> bool:
         """Accept every connection queued on a labelled listener: reset it, record the verdict."""
         progressed = False
         accept = listener._accept  # type: ignore[attr-defined]  # (fd, peer): no socket.socket
@@ -247,7 +253,10 @@ class _Prober:
                 fd, peer = accept()
             except (BlockingIOError, InterruptedError):
                 return progressed
-            _close_with_rst(family, fd)
+            if lingers:  # SO_LINGER 0 inherited from the listener: close() sends the RST
+                os.close(fd)
+            else:
+                _close_with_rst(family, fd)
             try:
                 p = self.pending.get((PROTO_TCP, _sockaddr_ip(peer[0]), peer[1]))
             except (OSError, IndexError, TypeError):
@@ -338,8 +347,8 @@ def probe(
         pending.append(_Pending(f, fd, [] if trace is not None else None))
     with (
         programs.frozen(ns),  # a program's own processes must not take the flows first
-        _listening(ns) as (tcp_socks, udp_socks),
-        contextlib.closing(_Prober(ns, tcp_socks, udp_socks)) as prober,
+        _listening(ns) as (tcp_socks, udp_socks, lingering),
+        contextlib.closing(_Prober(ns, tcp_socks, udp_socks, lingering)) as prober,
     ):
         for indices in _batches([p.addr[:3] for p in pending], batch):
             prober.run([pending[i] for i in indices], settle, timeout)
@@ -347,18 +356,24 @@ def probe(
     if trace is not None:
         for g, p in zip(given, pending, strict=True):
             trace[g] = p.trace or []
-    observations(ns).extend(zip(map(str, parsed), verdicts, strict=True))
+    ns.stash.setdefault(_OBSERVATIONS, list).append((parsed, verdicts))
     return dict(zip(given, verdicts, strict=True))
 
 
 def observations(ns: NetNS) -> list[tuple[str, str]]:
     """Every ``(flow, verdict)`` probed in ``ns``, in order (results files read them)."""
-    return ns.stash.setdefault(_OBSERVATIONS, list)
+    return [
+        (str(f), v)
+        for flows, verdicts in ns.stash.get(_OBSERVATIONS) or ()
+        for f, v in zip(flows, verdicts, strict=True)
+    ]
 
 
 @contextlib.contextmanager
 def _listening(ns: NetNS) -> Any:
-    """The labelled listeners and UDP sockets, non-blocking for the probe's duration."""
+    """The labelled listeners and UDP sockets, non-blocking for the probe's duration, and
+    the listeners given SO_LINGER 0 for it (the connections they accept inherit it, so the
+    probe closes them with an RST by a bare ``close``); their own linger comes back after."""
     tcp = [
         (lbl, s)
         for lbl, s in labelled(ns, socket.SOCK_STREAM)
@@ -366,14 +381,23 @@ def _listening(ns: NetNS) -> Any:
     ]
     udp = labelled(ns, socket.SOCK_DGRAM)
     saved = [(s, s.gettimeout()) for _, s in tcp + udp]
+    lingers: dict[socket.socket, bytes] = {}
     for s, _ in saved:
         s.setblocking(False)
+    for _, s in tcp:
+        with contextlib.suppress(OSError):
+            before = s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(LINGER_RST))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+            lingers[s] = before
     try:
-        yield tcp, udp
+        yield tcp, udp, set(lingers)
     finally:
         for s, t in saved:
             with contextlib.suppress(OSError):
                 s.settimeout(t)
+        for s, before in lingers.items():
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, before)
 
 
 def distribution(ns: NetNS, flows: Iterable[str | Flow], **kw: Any) -> dict[str, int]:
