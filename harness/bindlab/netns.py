@@ -76,7 +76,7 @@ def current_netns_fd() -> int:
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _lo_up() -> None:
+def set_lo_up() -> None:
     """Bring up ``lo`` of the calling thread's namespace: two ioctls, as ``ifconfig`` does
     (a netlink handle costs ~0.5 ms more to open and use)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -95,7 +95,7 @@ def _new_netns_fd(lo_up: bool = False) -> int:
             fd = current_netns_fd()
             if lo_up:
                 try:
-                    _lo_up()
+                    set_lo_up()
                 except BaseException:
                     os.close(fd)
                     raise

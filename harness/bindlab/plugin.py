@@ -6,15 +6,16 @@ the fixtures. This is the only module that imports pytest.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from bindlab import features, hostguard, preflight, process, reaper
-from bindlab.namespace import Namespace
+from bindlab import hostguard, preflight, process, reaper
 from bindlab.results import (
     ERRNOS_PROPERTY,
     EXPECTED_PROPERTY,
@@ -22,7 +23,13 @@ from bindlab.results import (
     Results,
     TestResult,
 )
-from bindlab.scenario.collect import pytest_collect_file  # noqa: F401 - scenario files as tests
+
+# Imported when first needed, so that a pytest run pays for what it uses (bench_case.py):
+# the Namespace stack with the first netns fixture, features with the first `requires`
+# marker, the scenario loader and runner with the first *.toml file.
+if TYPE_CHECKING:
+    from bindlab.namespace import Namespace
+    from bindlab.scenario.collect import ScenarioFile
 
 PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
 _substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
@@ -191,6 +198,8 @@ class ResultsRecorder:
                 r.errnos.update(v)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from bindlab import features
+
         Results(kernel=features.kernel_facts(), tests=self.tests).dump(self.path)
 
 
@@ -217,8 +226,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+    """Scenario files as tests (:mod:`bindlab.scenario.collect` says which ``*.toml``)."""
+    if file_path.suffix != ".toml":
+        return None
+    from bindlab.scenario.collect import pytest_collect_file as collect_scenario
+
+    return collect_scenario(file_path, parent)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("requires"):
+        from bindlab import features
+
         for name in mark.args:
             support = features.detect(name)
             if not support.ok:  # reported at the test's location, not this hook's
@@ -226,7 +246,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"bindlab: kernel {features.RELEASE}"
+    return f"bindlab: kernel {os.uname().release}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -258,6 +278,8 @@ def netns(request: pytest.FixtureRequest) -> Iterator[Namespace]:
             netns.tcp_listener("192.0.2.1:80", label="web")
             assert netns.probe(["tcp 198.18.0.1:9 -> 192.0.2.1:80"]) == {...: "web"}
     """
+    from bindlab.namespace import Namespace
+
     ns = Namespace()
     try:
         yield ns
@@ -277,6 +299,8 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
             a, b = netns_factory(), netns_factory(named=True)
             b.run(["ip", "-br", "link"])
     """
+    from bindlab.namespace import Namespace
+
     made: list[Namespace] = []
 
     def make(**kw: Any) -> Namespace:
