@@ -66,13 +66,13 @@ b=$(ip netns exec "$ns" socat -u TCP4:192.0.2.2:80,sourceport=40001 -)
 echo "$a $b"
 """
 
-TEST = f'''
+TEST = f"""
 def test_which_socket(netns):
     netns.add_local_route("192.0.2.0/24")
     netns.tcp_listener("192.0.2.1:80", label="specific", reuseport=True)
     netns.tcp_listener("0.0.0.0:80", label="wildcard", reuseport=True)
     assert netns.probe([{SPECIFIC!r}, {WILDCARD!r}]) == {EXPECTED!r}
-'''
+"""
 
 
 def ensure_socat() -> None:
@@ -162,7 +162,9 @@ def main() -> None:
     s, i, w, wn = (med(x) * 1000 for x in (shell, inproc, whole, whole_nohyp))
     print(f"# one which-socket case, {args.rounds} interleaved rounds, medians")
     print(f"shell way (ip netns, socat x4):        {s:8.2f} ms")
-    print(f"bindlab in-process:                    {i:8.2f} ms   shell / in-process = {s / i:5.1f}x")
+    print(
+        f"bindlab in-process:                    {i:8.2f} ms   shell / in-process = {s / i:5.1f}x"
+    )
     print("  of which " + ", ".join(f"{k} {med(v) * 1000:.2f}" for k, v in steps.items()) + " ms")
     print(f"bindlab whole pytest process:          {w:8.2f} ms   shell / pytest = {s / w:5.2f}x")
     print(f"  with -p no:hypothesispytest:         {wn:8.2f} ms   shell / pytest = {s / wn:5.2f}x")
