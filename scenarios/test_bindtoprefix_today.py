@@ -116,7 +116,7 @@ def test_per_address_listeners_cover_a_prefix_at_a_cost(
     mem0, rss0, t0 = meminfo(), rss(), time.perf_counter()
     for net, label in zip(nets, "AB", strict=True):
         for addr in net:
-            netns.tcp_listener(f"{addr}:80", label=label)
+            netns.tcp_listener(f"{addr}:80", label=f"{label}-{addr}")  # one label each
     seconds = time.perf_counter() - t0
     mem1, rss1 = meminfo(), rss()
     sockets = sum(n.num_addresses for n in nets)
@@ -129,8 +129,8 @@ def test_per_address_listeners_cover_a_prefix_at_a_cost(
             f"({(mem1['Slab'] - mem0['Slab']) / sockets / 1024:.1f} KiB/socket), "
             f"process RSS +{(rss1 - rss0) / 2**20:.1f} MiB"
         )
-    rows = {tcp(a, sport=1000 + i): "A" for i, a in enumerate(sample(nets[0], 64))}
-    rows |= {tcp(a, sport=2000 + i): "B" for i, a in enumerate(sample(nets[1], 64))}
+    rows = {tcp(a, sport=1000 + i): f"A-{a}" for i, a in enumerate(sample(nets[0], 64))}
+    rows |= {tcp(a, sport=2000 + i): f"B-{a}" for i, a in enumerate(sample(nets[1], 64))}
     rows[tcp("203.0.113.7")] = "RST"  # outside both prefixes: nobody
     assert netns.probe(rows) == rows
 

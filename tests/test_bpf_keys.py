@@ -64,8 +64,8 @@ def test_lookup_key_is_full_length() -> None:
 
 
 def test_value_layout() -> None:
-    v = encode_value(7, ipaddress.ip_network("192.0.2.0/24"), [3, 5])
-    assert v == struct.pack("=7I", 7, 120, 2, 3, 5, 0, 0)
+    v = encode_value(7, ipaddress.ip_network("192.0.2.0/24"), [3, 5], 2, 9)
+    assert v == struct.pack("=9I", 7, 120, 2, 2, 9, 3, 5, 0, 0)
     assert decode_value(v) == (7, 120, [3, 5])
     with pytest.raises(ConfigError, match="1 to 4 sockets"):
         encode_value(0, ipaddress.ip_network("::/0"), range(MAX_FALLBACK + 1))

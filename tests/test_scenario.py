@@ -157,6 +157,14 @@ ROW = '[expect]\n"tcp 198.18.0.1:1 -> 192.0.2.1:80" = "a"\n'
         ),
         (SOCK.replace('"a"', '"RST"') + ROW, "socket label 'RST' is reserved for verdicts"),
         (
+            SOCK + SOCK.replace('"a"', '"b"').replace(":80", ":0") + 'bind_port_of = "c"\n' + ROW,
+            "socket[1].bind_port_of: 'c' is not one of",
+        ),
+        (
+            SOCK + SOCK.replace('"a"', '"b"') + 'bind_port_of = "a"\n' + ROW,
+            "socket[1].bind_port_of: needs 'bind' with port 0",
+        ),
+        (
             SOCK + ROW.replace('= "a"', '= "b"'),
             "bad.toml:5: expect.\"tcp 198.18.0.1:1 -> 192.0.2.1:80\": 'b' names no socket; "
             "expected one of: a, ICMP, NONE, RST, UNLABELLED",

@@ -131,6 +131,20 @@ def _ipv6(ns: NetNS) -> str:
     return "AF_INET6 sockets ok"
 
 
+def _proto(number: int, kconfig: str) -> Callable[[NetNS], str]:
+    def probe(ns: NetNS) -> str:
+        try:
+            with ns.enter():
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM, number).close()
+        except OSError as e:
+            raise OSError(
+                e.errno, f"socket(AF_INET, SOCK_STREAM, {number}) -> {errname(e)} ({kconfig})"
+            ) from None
+        return f"socket(AF_INET, SOCK_STREAM, {number}) ok"
+
+    return probe
+
+
 @functools.cache
 def _libbpf() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("bpf")
@@ -207,6 +221,8 @@ PROBES: dict[str, tuple[str, Callable[[NetNS], str]]] = {
         _sockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1, "SOL_IP, 24"),
     ),
     "IP_LOCAL_PORT_RANGE": ("IP_LOCAL_PORT_RANGE (6.3)", _port_range),
+    "MPTCP": ("MPTCP sockets (5.6)", _proto(262, "CONFIG_MPTCP, or net.mptcp.enabled=0")),
+    "SCTP": ("SCTP sockets", _proto(socket.IPPROTO_SCTP, "CONFIG_IP_SCTP")),
     "TUN": ("TUN devices (injection)", _tun),
     "LINK_DUMMY": ("dummy links (CONFIG_DUMMY)", _link("dummy")),
     "LINK_IFB": ("ifb links (CONFIG_IFB)", _link("ifb")),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from socket import socket as Socket
 from typing import Any
 
-from bindlab import inject, net, probe, programs, sockets
+from bindlab import inject, net, probe, programs, sockets, sockopts
 from bindlab.bpf.dispatcher import Dispatcher, sk_lookup
 from bindlab.flow import Flow
 from bindlab.inject import DEFAULT_INJECTOR, Injector
@@ -67,8 +67,30 @@ class Namespace(NetNS):
     # -- sockets ------------------------------------------------------------------------------
 
     def socket(self, proto: str = "tcp", family: int | str = 4, **opts: Any) -> Socket:
-        """A raw socket made inside the namespace, with typed options applied."""
+        """A socket made inside the namespace (``tcp``, ``udp``, ``mptcp``, ``sctp``; family
+        4 or 6), with typed options applied. ``FeatureMissing`` if the kernel lacks ``proto``.
+        Its ``bind()``/``connect()`` errors say why (holder of a port, IPv6 local-route binds)."""
         return sockets.make_socket(self, proto, family, **opts)
+
+    def set_option(self, sock: Socket, name: str, value: Any) -> None:
+        """Set one typed option (``reuseport``, ``v6only``, ``local_port_range``...) on ``sock``."""
+        sockopts.set_option(sock, name, value)
+
+    def get_option(self, sock: Socket, name: str) -> Any:
+        """Read one typed option back as the value :meth:`set_option` takes."""
+        return sockopts.get_option(sock, name)
+
+    def bind_errno(
+        self,
+        addr: str,
+        proto: str = "tcp",
+        label: str | None = None,
+        listen: bool = False,
+        **opts: Any,
+    ) -> str | None:
+        """Bind a new socket to ``addr``: None if it worked (the socket stays, labelled
+        ``label`` if given), else the errno name (``"EADDRINUSE"``). One conflict-table row."""
+        return sockets.bind_errno(self, addr, proto, label, listen, **opts)
 
     def tcp_listener(self, addr: str, label: str, **opts: Any) -> Socket:
         """A labelled TCP listener bound to ``addr`` (``IP:PORT``, ``[IPv6]:PORT``)."""

@@ -4,7 +4,8 @@
  * port) to a socket. The Python side is harness/bpf/dispatcher.py; layouts: keys.py.
  *
  * bindings   LPM trie: (protocol, IP version, port, address; IPv4 as ::ffff:a.b.c.d)
- *            -> (counter slot, prefix length, up to 4 socket slots). Port 0 = any port.
+ *            -> (counter slot, prefix length, bpf_sk_assign flags, ingress ifindex or 0,
+ *            up to 4 socket slots). Port 0 = any port.
  * sockets    SOCKMAP: socket slot -> socket.
  * lookups    per-CPU array: counter slot -> lookups the binding matched.
  * stats      per-CPU array: STAT_* -> count.
@@ -18,6 +19,10 @@
  * socket removes it from the SOCKMAP). A matched binding with no open socket, or whose
  * socket does not fit the flow (family, protocol, state), drops the flow rather than
  * letting it fall through to another socket. No match: SK_PASS, the regular lookup runs.
+ * A binding with an ifindex only takes flows that came in on that interface; a flow from
+ * another interface is no match (the regular lookup runs, not a less specific binding).
+ * A binding's flags go to bpf_sk_assign (BPF_SK_LOOKUP_F_NO_REUSEPORT: the socket itself,
+ * not a member of its reuseport group chosen by the group's hash or program).
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -51,6 +56,8 @@ struct binding {
 	__u32 counter;   /* slot in lookups */
 	__u32 prefixlen; /* address prefix length, IPv6 terms (IPv4 /24 -> 120) */
 	__u32 nsockets;
+	__u32 flags;     /* bpf_sk_assign flags: BPF_SK_LOOKUP_F_NO_REUSEPORT */
+	__u32 ifindex;   /* only flows that came in on this interface; 0 = any */
 	__u32 sockets[MAX_SOCKETS_PER_BINDING]; /* slots in sockets, first open one wins */
 };
 
@@ -127,7 +134,7 @@ int dispatch(struct bpf_sk_lookup *ctx)
 	b = exact;
 	if (!b || (any && any->prefixlen > b->prefixlen))
 		b = any;
-	if (!b) {
+	if (!b || (b->ifindex && b->ifindex != ctx->ingress_ifindex)) {
 		count(STAT_NO_MATCH);
 		return SK_PASS;
 	}
@@ -149,7 +156,7 @@ int dispatch(struct bpf_sk_lookup *ctx)
 		count(STAT_DROP_NO_SOCKET);
 		return SK_DROP;
 	}
-	err = bpf_sk_assign(ctx, sk, 0);
+	err = bpf_sk_assign(ctx, sk, b->flags);
 	bpf_sk_release(sk);
 	if (err) {
 		count(STAT_DROP_ASSIGN);

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bindlab.netns import NetNS
 
 V4MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+BPF_SK_LOOKUP_F_NO_REUSEPORT = 1 << 1  # <linux/bpf.h>
 STATS = ("no_match", "match", "drop_no_socket", "drop_assign")  # enum STAT_* in the C
 _U32 = struct.Struct("=I")
 _dispatchers: weakref.WeakKeyDictionary[NetNS, Dispatcher] = weakref.WeakKeyDictionary()
@@ -192,13 +193,32 @@ class Dispatcher:
     # -- bindings --------------------------------------------------------------------------
 
     def bind(
-        self, proto: str, prefix: str | Network, port: int | None, *socks: socket.socket
+        self,
+        proto: str,
+        prefix: str | Network,
+        port: int | None,
+        *socks: socket.socket,
+        no_reuseport: bool = False,
+        ifindex: int | str | None = None,
     ) -> Rule:
         """Send flows matching (``proto``, ``prefix``, ``port``; 0/None = any port) to the
         first still-open socket of ``socks`` (1 to 4); replaces an existing binding
-        atomically."""
+        atomically.
+
+        ``no_reuseport=True`` assigns with BPF_SK_LOOKUP_F_NO_REUSEPORT: that very socket,
+        not the member of its SO_REUSEPORT group the group's hash or program would pick.
+        ``ifindex`` (an index or a link name) limits the binding to flows that came in on
+        that interface; flows from elsewhere go to the regular lookup.
+        """
         self._check_open()
         rule = Rule.make(proto, prefix, port)
+        flags = BPF_SK_LOOKUP_F_NO_REUSEPORT if no_reuseport else 0
+        if isinstance(ifindex, str):
+            from bindlab.net import link_index
+
+            ifindex = link_index(self.ns, ifindex)
+        if ifindex is not None and (not isinstance(ifindex, int) or ifindex <= 0):
+            raise ConfigError(f"binding {rule}: ifindex {ifindex!r} is not a positive index")
         if isinstance(rule.prefix, ipaddress.IPv6Network) and rule.prefix.subnet_of(V4MAPPED):
             raise ConfigError(f"binding {rule}: bind the IPv4 prefix, not its IPv4-mapped form")
         if not 1 <= len(socks) <= keys.MAX_FALLBACK:
@@ -219,7 +239,9 @@ class Dispatcher:
                 if old is None:
                     self._counters.give(counter)
                 raise
-            value = keys.encode_value(counter, rule.prefix, (h.slot for h in held))
+            value = keys.encode_value(
+                counter, rule.prefix, (h.slot for h in held), flags, ifindex or 0
+            )
             self._bindings.update(rule.key(), value, BPF_ANY)
             self._rules[rule] = (counter, [id(s) for s in socks])
             if old is not None:

@@ -8,9 +8,10 @@ in full, so ``::/0`` never matches IPv4 flows), then the address as 16 bytes, IP
 against prefix length, so the program looks up twice (the flow's port, then port 0) and keeps
 the port-specific match unless the any-port one has a strictly longer prefix.
 
-Value (28 bytes, ``struct binding``): ``u32 counter`` (slot in ``lookups``), ``u32
-prefixlen`` (address bits, IPv6 terms), ``u32 nsockets``, ``u32 sockets[4]`` (slots in the
-SOCKMAP, tried in order: the first still open is assigned).
+Value (36 bytes, ``struct binding``): ``u32 counter`` (slot in ``lookups``), ``u32
+prefixlen`` (address bits, IPv6 terms), ``u32 nsockets``, ``u32 flags`` (for
+``bpf_sk_assign``), ``u32 ifindex`` (0: any ingress interface), ``u32 sockets[4]`` (slots
+in the SOCKMAP, tried in order: the first still open is assigned).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ PROTO_NAMES = {v: k for k, v in PROTOCOLS.items()}
 ANY_PORT = 0
 MAX_FALLBACK = 4  # sockets per binding (must match MAX_SOCKETS_PER_BINDING in the C)
 KEY = struct.Struct("=IBBH16s")
-VALUE = struct.Struct(f"=III{MAX_FALLBACK}I")
+VALUE = struct.Struct(f"=IIIII{MAX_FALLBACK}I")
 HEADER_BITS = 32  # protocol, IP version, port
 
 
@@ -126,17 +127,19 @@ def lookup_key(proto: str, dst: Address, dport: int) -> bytes:
     return KEY.pack(HEADER_BITS + 128, PROTOCOLS[proto], dst.version, dport, _addr16(dst))
 
 
-def encode_value(counter: int, prefix: Network, sockets: Iterable[int]) -> bytes:
+def encode_value(
+    counter: int, prefix: Network, sockets: Iterable[int], flags: int = 0, ifindex: int = 0
+) -> bytes:
     slots = list(sockets)
     if not 1 <= len(slots) <= MAX_FALLBACK:
         raise ConfigError(f"a binding holds 1 to {MAX_FALLBACK} sockets, got {len(slots)}")
     padded = slots + [0] * (MAX_FALLBACK - len(slots))
-    return VALUE.pack(counter, v6_bits(prefix), len(slots), *padded)
+    return VALUE.pack(counter, v6_bits(prefix), len(slots), flags, ifindex, *padded)
 
 
 def decode_value(value: bytes) -> tuple[int, int, list[int]]:
     """(counter slot, prefix length in trie terms, socket slots)."""
-    counter, bits, n, *slots = VALUE.unpack(value)
+    counter, bits, n, _flags, _ifindex, *slots = VALUE.unpack(value)
     return counter, bits, slots[:n]
 
 

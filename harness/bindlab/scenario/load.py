@@ -290,6 +290,7 @@ SOCKET: Spec = {
     "bind": (_addr, None), "listen": (_bool, None), "connect": (_addr, None),
     "options": (_options, ()), "bind_prefix": (_parsed(_net_port, "'PREFIX:PORT' or '[PREFIX]:PORT'"), None),
     "expect_errno": (_errno_name, None), "expect_port": (_port_range, None),
+    "bind_port_of": (_str, None),
 }  # fmt: skip
 DISPATCH: Spec = {
     "label": (_str, REQUIRED), "prefix": (_prefix, REQUIRED), "proto": (PROTO, "tcp"),
@@ -381,6 +382,11 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
         )
     if s["expect_errno"] and s["expect_port"]:
         raise c.fail(at, "give 'expect_errno' or 'expect_port', not both")
+    if s["bind_port_of"] is not None and (s["bind"] is None or sockaddrs["bind_sockaddr"][1]):
+        raise c.fail(
+            f"{at}.bind_port_of",
+            "needs 'bind' with port 0: the port is the one the named socket got",
+        )
     return SocketSpec(**{**s, **sockaddrs, "family": family, "line": c.header_line("socket", i)})
 
 
@@ -429,6 +435,9 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
     if dup := next((x for x in labels if labels.count(x) > 1), None):
         i = labels.index(dup, labels.index(dup) + 1)
         raise c.fail(f"socket[{i}].label", f"label {dup!r} is used by another socket already")
+    for i, spec in enumerate(sockets):
+        if spec.bind_port_of is not None and spec.bind_port_of not in labels[:i]:
+            _choice(*labels[:i])(c, spec.bind_port_of, f"socket[{i}].bind_port_of")
     dispatch = []
     for i, b in enumerate(data["dispatch"]):
         binding = DispatchSpec(

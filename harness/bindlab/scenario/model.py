@@ -64,6 +64,7 @@ class SocketSpec:
     bind_prefix: tuple[str, int] | None = None  # (prefix, port): SO_BINDTOPREFIX emulation
     expect_errno: str | None = None
     expect_port: tuple[int, int] | None = None
+    bind_port_of: str | None = None  # bind to the port this earlier socket got
     line: int | None = None
     # the loader's parse of ``bind`` and ``connect``: what the runner hands the kernel
     bind_sockaddr: tuple[Any, ...] | None = field(default=None, compare=False)
@@ -78,7 +79,10 @@ class SocketSpec:
         """The socket's steps as one name, e.g. ``c3: tcp bind 192.0.2.10:0 listen``."""
         parts = [f"{self.label}: {self.proto}"]
         if self.bind is not None:
-            parts.append(f"bind {self.bind}")
+            where = self.bind
+            if self.bind_port_of is not None:  # IP:0 -> IP:<port of a>
+                where = f"{where.rpartition(':')[0]}:<port of {self.bind_port_of}>"
+            parts.append(f"bind {where}")
         if self.bind_prefix is not None:
             net, port = self.bind_prefix
             parts.append(f"bind_prefix {f'[{net}]' if ':' in net else net}:{port}")

@@ -71,7 +71,10 @@ def _connect(sock: socket.socket, addr: tuple[Any, ...]) -> None:
 
 
 def make(
-    ns: Namespace, spec: SocketSpec, prefix_optname: int | None = None
+    ns: Namespace,
+    spec: SocketSpec,
+    prefix_optname: int | None = None,
+    made: dict[str, socket.socket] | None = None,
 ) -> tuple[socket.socket | None, str, str]:
     """Make one scenario socket: (socket or None, observed outcome, which call failed).
 
@@ -82,6 +85,14 @@ def make(
     call that failed (that socket is then closed and counts in no verdict).
     """
     opts = dict(spec.options)
+    sockaddr = spec.bind_sockaddr
+    if spec.bind_port_of is not None and sockaddr is not None:
+        other = (made or {}).get(spec.bind_port_of)
+        if other is None:
+            raise HarnessError(
+                f"socket {spec.label!r}: bind_port_of {spec.bind_port_of!r}, which was not made"
+            )
+        sockaddr = (sockaddr[0], other.getsockname()[1], *sockaddr[2:])
     if isinstance(opts.get("bindtoifindex"), str):
         opts["bindtoifindex"] = ns.link_index(opts["bindtoifindex"])
     try:
@@ -91,9 +102,9 @@ def make(
     call = ""
     try:
         ns.label(sock, spec.label)
-        if spec.bind_sockaddr is not None:
+        if sockaddr is not None:
             call = f"bind({spec.bind})"
-            sock.bind(spec.bind_sockaddr)
+            sock.bind(sockaddr)
         if spec.bind_prefix is not None:
             from bindlab.bpf import bind_to_prefix
 
@@ -151,7 +162,7 @@ def prepared(
         made: dict[str, socket.socket] = {}
         steps: dict[str, tuple[str, str]] = {}
         for i, spec in enumerate(sc.sockets):
-            sock, observed, call = make(ns, spec, prefix_optname)
+            sock, observed, call = make(ns, spec, prefix_optname, made)
             if spec.checked:
                 steps[spec.step] = (observed, call)
             elif sock is None:
