@@ -14,6 +14,7 @@ from typing import Any
 
 from bindlab import inject, net, probe, programs, sockets, sockopts
 from bindlab.bpf.dispatcher import Dispatcher, sk_lookup
+from bindlab.bpf.query import Attached, attached
 from bindlab.flow import Flow
 from bindlab.inject import DEFAULT_INJECTOR, Injector
 from bindlab.net import Link
@@ -165,6 +166,11 @@ class Namespace(NetNS):
         return probe.observations(self)
 
     # -- BPF ----------------------------------------------------------------------------------
+
+    def sk_lookup_attached(self) -> list[Attached]:
+        """The sk_lookup programs attached here, in run order: program id and name, link
+        id, namespace inode (``BPF_PROG_QUERY`` and the kernel's link table)."""
+        return attached(self)
 
     def sk_lookup(self, **kw: Any) -> Dispatcher:
         """This namespace's BPF sk_lookup prefix dispatcher (loaded and attached on first use)."""

@@ -10,17 +10,21 @@ libbpf is opened then.
 from bindlab.bpf.dispatcher import Binding, Dispatcher, sk_lookup
 from bindlab.bpf.keys import ANY_PORT, Rule
 from bindlab.bpf.prefixbind import bind_to_prefix
+from bindlab.bpf.query import Attached, attached, test_run
 from bindlab.bpf.reuseport import ReuseportProgram, cbpf_index
 from bindlab.bpf.steer import Steer
 
 __all__ = [
     "ANY_PORT",
+    "Attached",
     "Binding",
     "Dispatcher",
     "ReuseportProgram",
     "Rule",
     "Steer",
+    "attached",
     "bind_to_prefix",
     "cbpf_index",
     "sk_lookup",
+    "test_run",
 ]

@@ -25,10 +25,11 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bindlab.bpf import build, keys
+from bindlab.bpf import build, keys, query
 from bindlab.bpf.keys import Network, Rule
-from bindlab.bpf.libbpf import BPF_ANY, BpfObject, LibbpfError, Link, Map, possible_cpus
+from bindlab.bpf.libbpf import BPF_ANY, BpfObject, LibbpfError, Link, Map, lib, possible_cpus
 from bindlab.errors import ConfigError, HarnessError
+from bindlab.flow import Flow
 from bindlab.sockets import labels
 
 if TYPE_CHECKING:
@@ -286,6 +287,18 @@ class Dispatcher:
         if entry is None:
             raise ConfigError(f"no binding {rule}")
         return self._count(entry[0])
+
+    def test_run(self, flow: str | Flow) -> tuple[str, str | None]:
+        """Run the program once on ``flow``'s context, without a packet
+        (``BPF_PROG_TEST_RUN``): ``("pass" | "drop", label of the selected socket or None)``.
+        ``None`` with ``"pass"``: no binding matched, the regular lookup would decide."""
+        self._check_open()
+        return query.test_run(self.ns, self.prog_fd, flow)
+
+    @property
+    def prog_fd(self) -> int:
+        """The fd of the loaded ``dispatch`` program."""
+        return int(lib().bpf_program__fd(self._obj.program("dispatch")))
 
     def stats(self) -> dict[str, int]:
         """Program-wide counters: ``no_match``, ``match``, ``drop_no_socket``, ``drop_assign``."""

@@ -87,6 +87,12 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _P]),
     "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
+    "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, _P]),
+    "bpf_prog_query": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, _P, _P, _P]),
+    "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+    "bpf_link_get_next_id": (ctypes.c_int, [ctypes.c_uint32, _P]),
+    "bpf_link_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
+    "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "libbpf_set_print": (_P, [_PRINT_FN]),
 }
 

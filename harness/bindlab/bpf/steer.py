@@ -17,10 +17,11 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from bindlab.bpf import build
+from bindlab.bpf import build, query
 from bindlab.bpf.keys import PROTOCOLS
-from bindlab.bpf.libbpf import BpfObject, LibbpfError
+from bindlab.bpf.libbpf import BpfObject, LibbpfError, lib
 from bindlab.errors import ConfigError
+from bindlab.flow import Flow
 
 if TYPE_CHECKING:
     from bindlab.netns import NetNS
@@ -112,6 +113,11 @@ class Steer:
     def preselected(self) -> bool:
         """An earlier program had selected a socket when this one last ran."""
         return bool(self._read()[2])
+
+    def test_run(self, flow: str | Flow) -> tuple[str, str | None]:
+        """Run this one program on ``flow``'s context without a packet
+        (``BPF_PROG_TEST_RUN``): ``(verdict, label of the selected socket or None)``."""
+        return query.test_run(self.ns, int(lib().bpf_program__fd(self._obj.program("steer"))), flow)
 
     def detach(self) -> None:
         """Detach (the maps stay readable until ``close()``)."""
