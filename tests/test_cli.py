@@ -105,7 +105,8 @@ def test_rfc_reproduces_every_patch_example() -> None:
     p = bindlab("rfc")
     assert p.returncode == 0, p.stdout + p.stderr
     for f in RFC.glob("*.toml"):
-        assert f"== {f.stem} (" in p.stdout
+        assert f"== {f.stem}[ipv4] (" in p.stdout  # every file runs as each of its families
+        assert f"== {f.stem}[ipv6] (" in p.stdout
     assert " 0 fail, 0 skip, 0 error" in p.stdout.splitlines()[-1]
     assert "claim:  It behaves similar to SO_BINDTODEVICE" in p.stdout
 

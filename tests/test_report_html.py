@@ -44,8 +44,8 @@ def test_the_page_holds_every_row_and_the_prefix_view(page) -> None:
         assert row in text, r.name
     assert "<h3>tcp port 80</h3>" in text and "<code>192.0.2.0/24</code>" in text
     # each probed address owns the addresses up to the next probed one (the first, those below)
-    assert 'title="192.0.2.0 - 192.0.2.19: spec4"' in text
-    assert 'title="192.0.2.20 - 192.0.2.255: wild4"' in text
+    assert 'title="192.0.2.0 - 192.0.2.19: spec"' in text
+    assert 'title="192.0.2.20 - 192.0.2.255: wild"' in text
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

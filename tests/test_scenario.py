@@ -161,6 +161,19 @@ ROW = '[expect]\n"tcp 198.18.0.1:1 -> 192.0.2.1:80" = "a"\n'
             "socket[1].bind_port_of: 'c' is not one of",
         ),
         (
+            'families = ["ipv4", "ipv5"]\n' + SOCK + ROW,
+            "bad.toml:1: families[1]: 'ipv5' is not one of",
+        ),
+        (
+            'families = ["ipv4", "ipv4"]\n' + SOCK + ROW,
+            "bad.toml:1: families: a family is named twice",
+        ),
+        (
+            'families = ["ipv6"]\n' + SOCK.replace("192.0.2.1:80", "[2001:db8::1]:80") + ROW,
+            "bad.toml: as ipv6: socket address '2001:db8::1': a family-neutral scenario "
+            "writes addresses once, in IPv4 form",
+        ),
+        (
             SOCK + SOCK.replace('"a"', '"b"') + 'bind_port_of = "a"\n' + ROW,
             "socket[1].bind_port_of: needs 'bind' with port 0",
         ),

@@ -93,8 +93,10 @@ def _kernel() -> dict[str, Any]:
 
 
 def _load_all(paths: Sequence[str]) -> list[Scenario] | None:
-    """Every scenario file, or None (each problem printed) if any fails to load."""
+    """Every scenario file (each of its family variants), or None (each problem printed)
+    if any fails to load."""
     from bindlab.scenario.load import ScenarioError, load
+    from bindlab.scenario.variants import variants
 
     try:
         files = find(paths)
@@ -104,7 +106,7 @@ def _load_all(paths: Sequence[str]) -> list[Scenario] | None:
     loaded, bad = [], 0
     for f in files:
         try:
-            loaded.append(load(f))
+            loaded.extend(variants(load(f)))
         except ScenarioError as e:
             _err(str(e))
             bad += 1

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from bindlab import hostguard, preflight, process, reaper
+from bindlab import families, hostguard, preflight, process, reaper
+from bindlab.families import FAMILIES
 from bindlab.results import (
     ERRNOS_PROPERTY,
     EXPECTED_PROPERTY,
@@ -84,6 +85,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "families(*names): run a test using the `family` fixture only as these variants "
+        '(ipv4, ipv6, v4mapped; default all three); e.g. @pytest.mark.families("ipv4", "ipv6")',
+    )
+    config.addinivalue_line(
+        "markers",
         "stress: a race hunted by repetition (thousands of rounds), outside the default run "
         "(-m stress to run it); e.g. @pytest.mark.stress",
     )
@@ -98,6 +104,41 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("bindlab_results", None)
     if path:
         config.pluginmanager.register(ResultsRecorder(path), "bindlab-results")
+
+
+def _parametrized_directly(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if name in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test using the ``family`` fixture runs once per variant: ``[ipv4]``, ``[ipv6]``,
+    ``[v4mapped]`` (or those its ``families`` marker names)."""
+    if "family" not in metafunc.fixturenames or _parametrized_directly(metafunc, "family"):
+        return
+    mark = metafunc.definition.get_closest_marker("families")
+    names = list(mark.args) if mark is not None and mark.args else list(FAMILIES)
+    metafunc.parametrize("family", [families.family(n) for n in names], ids=names, indirect=True)
+
+
+@pytest.fixture
+def family(request: pytest.FixtureRequest) -> families.Family:
+    """The address-family variant this test runs as (one of ``ipv4``, ``ipv6``,
+    ``v4mapped``; the test id names it): write addresses once in IPv4 form and map them.
+
+    Example::
+
+        def test_web(netns, family):
+            netns.add_local_route(family.prefix("192.0.2.0/24"))
+            netns.tcp_listener(family.endpoint("192.0.2.1:80"), label="web")
+            assert list(netns.probe([family.flow("tcp 198.18.0.1:9 -> 192.0.2.1:80")]).values()) == ["web"]
+    """
+    return request.param
 
 
 def _needs_privilege(item: pytest.Item) -> bool:

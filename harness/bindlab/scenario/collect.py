@@ -32,6 +32,7 @@ from bindlab.results import (
 )
 from bindlab.scenario import run as runner
 from bindlab.scenario.load import Scenario, ScenarioError, load
+from bindlab.scenario.variants import variants
 
 
 class ScenarioFailure(AssertionError):
@@ -62,28 +63,36 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFi
 
 
 class ScenarioFile(pytest.File):
-    """One scenario file: loaded at collection, run once when its first item runs."""
+    """One scenario file: loaded at collection, each variant (``families``) run once when
+    its first item runs. Items of a variant end in ``[ipv4]``, ``[ipv6]``, ``[v4mapped]``."""
 
     scenario: Scenario
-    _result: ScenarioResult | None = None
+    variants: list[Scenario]
+    _results: dict[int, ScenarioResult]
 
     def collect(self) -> Iterator[ScenarioItem]:
         shown = os.path.relpath(self.path, self.config.invocation_params.dir)
         shown = str(self.path) if shown.startswith("..") else shown
         self.scenario = load(self.path, shown)  # a ScenarioError is shown by repr_failure
-        for i, row in enumerate(runner.expected_rows(self.scenario)):
-            item = ScenarioItem.from_parent(self, name=row.name, index=i, line=row.line)
-            item.add_marker(pytest.mark.privileged)
-            if self.scenario.requires:
-                item.add_marker(pytest.mark.requires(*self.scenario.requires))
-            yield item
+        self.variants = variants(self.scenario)
+        self._results = {}
+        for v, sc in enumerate(self.variants):
+            suffix = f"[{sc.family}]" if sc.family else ""
+            for i, row in enumerate(runner.expected_rows(sc)):
+                item = ScenarioItem.from_parent(
+                    self, name=f"{row.name}{suffix}", index=i, line=row.line, variant=v
+                )
+                item.add_marker(pytest.mark.privileged)
+                if sc.requires:
+                    item.add_marker(pytest.mark.requires(*sc.requires))
+                yield item
 
-    def result(self) -> ScenarioResult:
-        """The scenario's rows, run on first use (one namespace for the whole file)."""
-        if self._result is None:
+    def result(self, variant: int = 0) -> ScenarioResult:
+        """A variant's rows, run on first use (one namespace per variant)."""
+        if variant not in self._results:
             optname = self.config.getoption("bindlab_bindtoprefix_optname", None)
-            self._result = runner.run(self.scenario, prefix_optname=optname)
-        return self._result
+            self._results[variant] = runner.run(self.variants[variant], prefix_optname=optname)
+        return self._results[variant]
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
         if isinstance(excinfo.value, ScenarioError):
@@ -94,10 +103,11 @@ class ScenarioFile(pytest.File):
 class ScenarioItem(pytest.Item):
     """One row of a scenario file: a flow's verdict, or a socket's errno or port."""
 
-    def __init__(self, *, index: int, line: int | None, **kw: Any) -> None:
+    def __init__(self, *, index: int, line: int | None, variant: int = 0, **kw: Any) -> None:
         super().__init__(**kw)
         self.index = index
         self.line = line
+        self.variant = variant
 
     @property
     def file(self) -> ScenarioFile:
@@ -105,7 +115,7 @@ class ScenarioItem(pytest.Item):
         return self.parent
 
     def row(self) -> Row:
-        return self.file.result().rows[self.index]
+        return self.file.result(self.variant).rows[self.index]
 
     def setup(self) -> None:
         row = self.row()

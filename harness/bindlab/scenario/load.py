@@ -21,6 +21,7 @@ from typing import Any
 
 from bindlab import features
 from bindlab.errors import ConfigError
+from bindlab.families import FAMILIES
 from bindlab.flow import RESERVED_VERDICTS, Flow
 from bindlab.net import KINDS, check_ifname, sysctl_path
 from bindlab.programs import wanted
@@ -38,6 +39,7 @@ from bindlab.scenario.model import (
     SetupSpec,
     SocketSpec,
 )
+from bindlab.scenario.variants import variants
 from bindlab.sockets import OPTIONS, check_label, parse_addr
 
 REQUIRED = object()
@@ -298,7 +300,8 @@ DISPATCH: Spec = {
 }  # fmt: skip
 TOP: Spec = {
     "name": (_str, None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
-    "requires": (_list(_choice(*features.PROBES)), ()), "setup": (_table(SetupSpec, SETUP), SetupSpec()),
+    "requires": (_list(_choice(*features.PROBES)), ()), "families": (_list(_choice(*FAMILIES)), ()),
+    "setup": (_table(SetupSpec, SETUP), SetupSpec()),
     "socket": (_list(_raw), ()), "dispatch": (_list(_raw), ()), "expect": (_raw, {}),
     "program": (_list(_raw), ()),
 }  # fmt: skip
@@ -455,12 +458,16 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         raise c.fail(
             "", "nothing to check: add an [expect] table or a socket with expect_errno/expect_port"
         )
-    top = {k: data[k] for k in ("description", "claim", "source", "requires")}
+    top = {k: data[k] for k in ("description", "claim", "source", "requires", "families")}
     name = data["name"] or Path(path).stem
-    return Scenario(
+    if len(set(top["families"])) != len(top["families"]):
+        raise c.fail("families", "a family is named twice")
+    sc = Scenario(
         path, name, setup=setup, sockets=sockets, dispatch=tuple(dispatch), expect=expect,
         programs=programs, **top,
     )  # fmt: skip
+    variants(sc)  # every address maps to every declared family (or the error names it)
+    return sc
 
 
 def load(path: str | Path, shown: str | None = None) -> Scenario:

@@ -152,6 +152,8 @@ class Scenario:
     dispatch: tuple[DispatchSpec, ...] = ()
     expect: tuple[ExpectSpec, ...] = ()
     programs: tuple[ProgramSpec, ...] = ()
+    families: tuple[str, ...] = ()  # declared variants (bindlab.families); () = as written
+    family: str | None = None  # which variant this is (scenario.variants), None = as written
 
     @property
     def needs_dispatcher(self) -> bool:
