@@ -46,6 +46,7 @@ from bindlab.packets import PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN
 from bindlab.sockets import labelled
 
 if TYPE_CHECKING:
+    from bindlab.bpf.why import Evidence, Recorder
     from bindlab.netns import NetNS
 
 # (flows, verdicts) of each probe: flows are spelled out only when somebody reads them
@@ -313,6 +314,13 @@ def _batches(keys: list[Key], size: int) -> list[list[int]]:
     return batches
 
 
+class Verdicts(dict[Any, str]):
+    """``{flow: verdict}`` (a dict: compares equal to one) with ``.evidence``: ``{flow:
+    Evidence}``, what the kernel recorded for each (see :mod:`bindlab.bpf.why`)."""
+
+    evidence: dict[Any, Evidence]
+
+
 def probe(
     ns: NetNS,
     flows: Iterable[str | Flow],
@@ -321,12 +329,17 @@ def probe(
     timeout: float = 5.0,
     batch: int = 512,
     trace: dict[Any, Trace] | None = None,
+    evidence: bool | dict[Any, Evidence] = False,
 ) -> dict[Any, str]:
     """Inject ``flows`` into ``ns`` and return ``{flow: verdict}``, keyed as given.
 
     ``settle`` is how long to wait for a reply that has not come (it bounds ``NONE``
     verdicts); ``timeout`` caps a batch. With ``trace``, the packets exchanged for each
-    flow are stored there as ``[("in"|"out", bytes), ...]``.
+    flow are stored there as ``[("in"|"out", bytes), ...]``. With ``evidence`` (True, or a
+    dict to fill like ``trace``), the kernel's evidence for each verdict is recorded by BPF
+    tracepoints and returned beside it: the result is then a :class:`Verdicts` whose
+    ``.evidence`` maps each flow to a :class:`~bindlab.bpf.why.Evidence`. Off by default:
+    nothing is loaded and nothing costs.
     """
     given = list(flows)
     parsed = [Flow.parse(f) for f in given]  # every syntax error before any injection
@@ -345,19 +358,35 @@ def probe(
                 f"flow {f}: no injector named {f.dev!r}; create it with ns.add_injector({f.dev!r})"
             )
         pending.append(_Pending(f, fd, [] if trace is not None else None))
+    recorder = _recorder(ns) if evidence is not False else None
     with (
         programs.frozen(ns),  # a program's own processes must not take the flows first
         _listening(ns) as (tcp_socks, udp_socks, lingering),
         contextlib.closing(_Prober(ns, tcp_socks, udp_socks, lingering)) as prober,
+        recorder or contextlib.nullcontext(),
     ):
         for indices in _batches([p.addr[:3] for p in pending], batch):
             prober.run([pending[i] for i in indices], settle, timeout)
+            if recorder is not None:
+                recorder.collect()
     verdicts = [p.verdict or NONE for p in pending]
     if trace is not None:
         for g, p in zip(given, pending, strict=True):
             trace[g] = p.trace or []
     ns.stash.setdefault(_OBSERVATIONS, list).append((parsed, verdicts))
-    return dict(zip(given, verdicts, strict=True))
+    if recorder is None:
+        return dict(zip(given, verdicts, strict=True))
+    result = Verdicts(zip(given, verdicts, strict=True))
+    result.evidence = recorder.report(given, parsed, verdicts)
+    if isinstance(evidence, dict):
+        evidence.update(result.evidence)
+    return result
+
+
+def _recorder(ns: NetNS) -> Recorder:
+    from bindlab.bpf.why import Recorder  # BPF is loaded only when evidence is asked for
+
+    return Recorder(ns)
 
 
 def observations(ns: NetNS) -> list[tuple[str, str]]:

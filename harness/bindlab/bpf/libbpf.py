@@ -1,8 +1,9 @@
 """A small ctypes binding of libbpf 1.x (``libbpf.so.1``): objects, programs, maps, links.
 
-Only what bindlab needs: open and load an object file (with map sizes set before load),
-find programs and maps by name, attach an sk_lookup program to a network namespace (a
-``bpf_link``), and map element operations on raw bytes. libbpf's log goes to a buffer, not
+Only what bindlab needs: open and load an object file (with map sizes, read-only globals
+and skipped programs set before load), find programs and maps by name, attach an sk_lookup
+program to a network namespace or a tracepoint program to its tracepoint (a ``bpf_link``),
+run an iterator, and map element operations on raw bytes. libbpf's log goes to a buffer, not
 to stderr; the tail of it (the verifier's complaint, for instance) is in every
 :class:`LibbpfError`.
 """
@@ -94,6 +95,14 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "libbpf_set_print": (_P, [_PRINT_FN]),
+    # evidence: tracepoints, iterators, read-only data set before load
+    "bpf_program__set_autoload": (ctypes.c_int, [_P, ctypes.c_bool]),
+    "bpf_program__attach": (_P, [_P]),
+    "bpf_program__attach_iter": (_P, [_P, _P]),
+    "bpf_iter_create": (ctypes.c_int, [ctypes.c_int]),
+    "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
+    "bpf_map__name": (ctypes.c_char_p, [_P]),
+    "bpf_object__next_map": (_P, [_P, _P]),
 }
 
 
@@ -201,7 +210,12 @@ class BpfObject:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], max_entries: dict[str, int] | None = None
+        self,
+        path: str | os.PathLike[str],
+        max_entries: dict[str, int] | None = None,
+        *,
+        rodata: bytes = b"",
+        skip: tuple[str, ...] = (),
     ) -> None:
         self.path = os.fspath(path)
         _clear_log()  # an error below reports this load's lines only
@@ -211,11 +225,26 @@ class BpfObject:
         try:
             for name, n in (max_entries or {}).items():
                 _ret(lib().bpf_map__set_max_entries(self._map(name), n), f"resize map {name}")
+            for prog in skip:  # programs this kernel cannot load (e.g. a missing tracepoint)
+                _ret(lib().bpf_program__set_autoload(self.program(prog), False), f"skip {prog}")
+            if rodata:
+                self._set_rodata(rodata)
             _ret(lib().bpf_object__load(self._obj), f"load {os.path.basename(self.path)}")
         except BaseException:
             self.close()
             raise
         _clear_log()
+
+    def _set_rodata(self, data: bytes) -> None:
+        """Overwrite the start of the object's ``.rodata`` (its ``const volatile`` globals)."""
+        m = lib().bpf_object__next_map(self._handle(), None)
+        while m and not (lib().bpf_map__name(m) or b"").endswith(b".rodata"):
+            m = lib().bpf_object__next_map(self._handle(), m)
+        size = ctypes.c_size_t()
+        ptr = lib().bpf_map__initial_value(m, ctypes.byref(size)) if m else None
+        if not ptr or size.value < len(data):
+            raise HarnessError(f"{self.path}: no .rodata of {len(data)} bytes to set")
+        ctypes.memmove(ptr, data, len(data))
 
     def _handle(self) -> int:
         if self._obj is None:
@@ -247,6 +276,33 @@ class BpfObject:
         what = f"{program} -> netns fd {netns_fd}"
         ptr = _ptr(lib().bpf_program__attach_netns(self.program(program), netns_fd), what)
         return Link(ptr, what)
+
+    def attach(self, program: str) -> Link:
+        """Attach ``program`` as its section says (``tp_btf/...``: the tracepoint)."""
+        return Link(_ptr(lib().bpf_program__attach(self.program(program)), program), program)
+
+    def iterate(self, program: str) -> bytes:
+        """Run iterator ``program`` (``iter/tcp``, ...) once and return all it wrote.
+
+        Socket iterators walk the network namespace of the calling thread."""
+        link = Link(
+            _ptr(lib().bpf_program__attach_iter(self.program(program), None), program), program
+        )
+        try:
+            fd = _ret(lib().bpf_iter_create(link.fd), f"bpf_iter_create({program})")
+            try:
+                chunks = []
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
+        finally:
+            link.destroy()
+
+    def map_fd(self, name: str) -> int:
+        """The fd of map ``name``."""
+        return _ret(lib().bpf_map__fd(self._map(name)), f"fd of map {name}")
 
     def close(self) -> None:
         """Free the object (idempotent); attached links keep their program alive."""

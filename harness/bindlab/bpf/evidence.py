@@ -1,0 +1,296 @@
+"""The kernel side of evidence: ``evidence.bpf.c`` loaded once per process, its events read.
+
+A :class:`Tracer` loads the object (the tracepoint programs this kernel has; see
+:func:`tiers`), and while a probe runs (:meth:`Tracer.session`) attaches them, lets events
+of that one namespace through (by inode, filtered in the kernel first), reads the ring
+buffer in batches (:meth:`Session.read`) and takes snapshots of the namespace's sockets
+with the ``iter/tcp`` / ``iter/udp`` iterators (:meth:`Session.sockets`). Nothing here is
+loaded unless evidence is asked for. Records are decoded into :class:`Event` and
+:class:`SockRec`; turning them into per-flow evidence is :mod:`bindlab.bpf.why`'s job.
+
+Evidence probes in one process run one at a time (a lock): they share the ring buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bindlab.bpf import build
+from bindlab.bpf.libbpf import BpfObject, LibbpfError, Link, lib
+from bindlab.bpf.ringbuf import RingBuffer
+from bindlab.errors import FeatureMissing, HarnessError
+
+if TYPE_CHECKING:
+    from bindlab.netns import NetNS
+
+RINGBUF_SIZE = 1 << 22  # as declared in evidence.bpf.c
+EV_SYNACK, EV_DROP, EV_UDP, EV_LOOKUP = 1, 2, 3, 4
+VMLINUX = "/sys/kernel/btf/vmlinux"
+BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_FUNC = 6, 8, 12
+_EVENT = struct.Struct("=8BII4H2iIHh8xQQ16s16s16s")  # 112 bytes
+_SOCKREC = struct.Struct("=4B2HiIHh4xQQ16s16s")
+_U32 = struct.Struct("=I")
+
+# Program -> the tier it serves (features rows) and what it needs.
+PROGRAMS = {
+    "on_drop": "EVIDENCE",
+    "on_synack": "EVIDENCE_TCP",
+    "on_ready": "EVIDENCE_UDP",
+    "on_lookup": "EVIDENCE_SK_LOOKUP",
+    "iter_tcp": "EVIDENCE_ITER",
+    "iter_udp": "EVIDENCE_ITER",
+}
+TRACEPOINTS = ("on_drop", "on_synack", "on_ready")
+
+
+def _addr(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ring buffer record (``struct event`` in the C)."""
+
+    kind: int
+    proto: int
+    family: int
+    sk_family: int
+    sk_state: int
+    tcp_flags: int
+    has_prog: bool
+    netns: int
+    reason: int
+    rport: int
+    lport: int
+    sk_port: int
+    sk_dport: int
+    sk_dev: int
+    iif: int
+    rp_id: int
+    rp_n: int
+    rp_k: int
+    cookie: int
+    ino: int
+    raddr: str
+    laddr: str
+    sk_addr: str
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Event:
+        f = list(_EVENT.unpack_from(raw))
+        del f[7]  # pad
+        fam, sk_fam = f[2], f[3]
+        f[-3], f[-2] = _addr(fam, f[-3]), _addr(fam, f[-2])
+        f[-1] = _addr(sk_fam, f[-1]) if sk_fam else ""
+        f[6] = bool(f[6])
+        return cls(*f)
+
+    @property
+    def key(self) -> tuple[int, bytes, int, bytes, int]:
+        """The flow's (proto, client ip, client port, local ip, local port), as ``Flow.key``."""
+        fam = socket.AF_INET6 if ":" in self.raddr else socket.AF_INET
+        return (
+            self.proto,
+            _packed(fam, self.raddr),
+            self.rport,
+            _packed(fam, self.laddr),
+            self.lport,
+        )
+
+
+def _packed(family: int, ip: str) -> bytes:
+    return socket.inet_pton(family, ip)
+
+
+@dataclass(frozen=True)
+class SockRec:
+    """One socket of the namespace, as an iterator saw it (``struct sockrec`` in the C)."""
+
+    proto: int
+    family: int
+    state: int
+    has_prog: bool
+    port: int
+    dport: int
+    dev: int
+    rp_id: int
+    rp_n: int
+    rp_k: int
+    cookie: int
+    ino: int
+    addr: str
+    daddr: str
+
+    @classmethod
+    def decode_all(cls, raw: bytes) -> list[SockRec]:
+        out = []
+        for f in _SOCKREC.iter_unpack(raw):
+            g = list(f)
+            g[3] = bool(g[3])
+            g[-2], g[-1] = _addr(g[1], g[-2]), _addr(g[1], g[-1])
+            out.append(cls(*g))
+        return out
+
+
+# -- what this kernel can do ----------------------------------------------------------------
+
+
+@functools.cache
+def _btf() -> int:
+    so = lib()
+    so.btf__load_vmlinux_btf.restype = ctypes.c_void_p
+    so.btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
+    so.btf__type_by_id.restype = ctypes.c_void_p
+    so.btf__type_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    so.btf__name_by_offset.restype = ctypes.c_char_p
+    so.btf__name_by_offset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    btf = so.btf__load_vmlinux_btf()
+    if not btf:
+        raise FeatureMissing(f"EVIDENCE: no kernel BTF ({VMLINUX}: CONFIG_DEBUG_INFO_BTF)")
+    return int(btf)
+
+
+def btf_has(name: str, kind: int) -> bool:
+    """Whether the running kernel's BTF has type ``name`` of ``kind`` (BTF_KIND_*)."""
+    return lib().btf__find_by_name_kind(_btf(), name.encode(), kind) > 0
+
+
+@functools.cache
+def drop_reasons() -> dict[int, str]:
+    """``enum skb_drop_reason`` of the running kernel: value -> name (``NO_SOCKET``)."""
+    btf, so = _btf(), lib()
+    tid = so.btf__find_by_name_kind(btf, b"skb_drop_reason", BTF_KIND_ENUM)
+    if tid <= 0:
+        return {}
+    t = so.btf__type_by_id(btf, tid)
+    info = _U32.unpack(ctypes.string_at(t + 4, 4))[0]
+    out = {}
+    for i in range(info & 0xFFFF):  # struct btf_enum { __u32 name_off; __s32 val; }
+        name_off, val = struct.unpack("=Ii", ctypes.string_at(t + 12 + 8 * i, 8))
+        name = so.btf__name_by_offset(btf, name_off).decode()
+        out[val] = name.removeprefix("SKB_DROP_REASON_")
+    return out
+
+
+def _missing(program: str) -> str | None:
+    """Why ``program`` cannot load here, known before trying (None: try it)."""
+    if not os.path.exists(VMLINUX):
+        return f"no {VMLINUX} (CONFIG_DEBUG_INFO_BTF)"
+    if program == "on_ready" and not btf_has("btf_trace_sk_data_ready", BTF_KIND_TYPEDEF):
+        return "no sk_data_ready tracepoint in the kernel's BTF (added in 6.3)"
+    return None
+
+
+@functools.cache
+def tiers() -> dict[str, str | None]:
+    """Each program of ``evidence.bpf.c``: None if it loads and attaches here, else why not.
+
+    Done by doing it: each program is loaded alone (tracepoints attached and detached)."""
+    out: dict[str, str | None] = {}
+    try:
+        path = build.object_path("evidence")
+    except FeatureMissing as e:
+        return dict.fromkeys(PROGRAMS, str(e))
+    for prog in PROGRAMS:
+        why = _missing(prog)
+        if why is None:
+            try:
+                obj = BpfObject(path, skip=tuple(p for p in PROGRAMS if p != prog))
+                try:
+                    if prog in TRACEPOINTS:
+                        obj.attach(prog).destroy()
+                finally:
+                    obj.close()
+            except (LibbpfError, HarnessError) as e:
+                why = str(e).splitlines()[0]
+        out[prog] = why
+    return out
+
+
+# -- the tracer -------------------------------------------------------------------------------
+
+
+class Tracer:
+    """``evidence.bpf.c`` loaded with the programs this kernel has; one per process."""
+
+    def __init__(self) -> None:
+        have = tiers()
+        if have["on_drop"] is not None:
+            raise FeatureMissing(f"EVIDENCE: {have['on_drop']}")
+        self.programs = tuple(p for p, why in have.items() if why is None)
+        skip = tuple(p for p in PROGRAMS if p not in self.programs)
+        self.obj = BpfObject(build.object_path("evidence"), skip=skip)
+        try:
+            self.ring = RingBuffer(self.obj.map_fd("events"), RINGBUF_SIZE)
+        except BaseException:
+            self.obj.close()
+            raise
+        self._netns = self.obj.map("netns", 4, 4)
+        self.lock = threading.Lock()
+
+    def has(self, program: str) -> bool:
+        return program in self.programs
+
+    @contextlib.contextmanager
+    def session(self, ns: NetNS) -> Iterator[Session]:
+        """Attach the programs and let ``ns``'s events through while the block runs."""
+        with self.lock:
+            ino = os.fstat(ns.fd).st_ino
+            key = _U32.pack(ino)
+            links: list[Link] = []
+            self._netns.update(key, _U32.pack(1))
+            try:
+                self.ring.read()  # stale events of an earlier session
+                for prog in TRACEPOINTS:
+                    if self.has(prog):
+                        links.append(self.obj.attach(prog))
+                if self.has("on_lookup"):  # last in the namespace's chain: sees their choice
+                    links.append(self.obj.attach_netns("on_lookup", ns.fd))
+                yield Session(self, ns, ino)
+            finally:
+                for link in reversed(links):
+                    link.destroy()
+                self._netns.delete(key)
+
+
+class Session:
+    """One probe's view of the tracer: its namespace's events and sockets."""
+
+    def __init__(self, tracer: Tracer, ns: NetNS, ino: int) -> None:
+        self.tracer, self.ns, self.ino = tracer, ns, ino
+
+    def read(self) -> list[Event]:
+        """The events recorded since the last read (this namespace's; sk_lookup's too)."""
+        out = []
+        for raw in self.tracer.ring.read():
+            e = Event.decode(raw)
+            if e.netns == self.ino or e.kind == EV_LOOKUP:
+                out.append(e)
+        return out
+
+    def sockets(self) -> list[SockRec]:
+        """Every TCP listener and UDP socket of the namespace, now (empty without iterators)."""
+        if not self.tracer.has("iter_tcp"):
+            return []
+        raw = b""
+        with self.ns.enter():  # socket iterators walk the creating thread's namespace
+            for prog in ("iter_tcp", "iter_udp"):
+                raw += self.tracer.obj.iterate(prog)
+        return SockRec.decode_all(raw)
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """The process's tracer (loaded on first use; FeatureMissing says why it cannot be)."""
+    return Tracer()

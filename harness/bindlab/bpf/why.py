@@ -1,0 +1,251 @@
+"""Why this socket: each flow's verdict with the kernel's own evidence beside it.
+
+A :class:`Recorder` runs beside one probe: before any packet, it takes every labelled
+socket's ``SO_COOKIE`` (a cookie is 0 until someone asks for it) and inode, attaches the
+tracer (:mod:`bindlab.bpf.evidence`) and snapshots the namespace's sockets (the
+competitors); between batches :meth:`Recorder.collect` reads the ring buffer; at the end
+:meth:`Recorder.evidence` matches events to flows by (protocol, 4-tuple), never by order.
+
+An :class:`Evidence` names the socket the kernel chose (by label), the pass that decided
+(``sk_lookup`` and its binding, ``connected``, ``device-bound``, ``exact`` or ``wildcard``,
+``reuseport k of n``, or ``no socket`` with the drop reason), the hook it was read at, the
+raw fields, and the other sockets on the port::
+
+    won: spec4 (exact 192.0.2.10:80, reuseport group of 1) [net_dev_queue];
+    also listening: wild4-a, wild4-b (0.0.0.0:80, reuseport group of 2)
+
+Where the kernel cannot show something (no tracepoint, no BTF), :attr:`Evidence.missing`
+says why, and the verdict stands as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bindlab.bpf import evidence as kernel
+from bindlab.errors import FeatureMissing, HarnessError
+from bindlab.flow import ICMP, RST, Flow
+from bindlab.netns import StashKey
+from bindlab.sockets import labels
+
+if TYPE_CHECKING:
+    from bindlab.netns import NetNS
+
+SO_COOKIE = 57  # <asm-generic/socket.h>
+HOOKS = {
+    kernel.EV_SYNACK: "net_dev_queue (SYN-ACK of the listener's request socket)",
+    kernel.EV_DROP: "kfree_skb",
+    kernel.EV_UDP: "sk_data_ready",
+}
+_LOG: StashKey[list[tuple[str, str]]] = StashKey("evidence")
+Key = tuple[int, bytes, int, bytes, int]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the kernel recorded for one flow; ``str()`` is the one-line summary."""
+
+    socket: str | None  # label of the socket the kernel chose (None: none, or not seen)
+    path: tuple[str, ...] = ()  # the deciding passes, outermost first
+    hook: str = ""  # where it was read
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
+    others: tuple[str, ...] = ()  # the competing sockets, grouped
+    missing: str = ""  # why there is no evidence
+
+    @property
+    def no_socket(self) -> bool:
+        """The lookup found no socket (the RST and ICMP verdicts)."""
+        return bool(self.path) and self.path[0].startswith("no socket")
+
+    def __str__(self) -> str:
+        if self.missing:
+            return f"no evidence: {self.missing}"
+        head = (
+            f"{' '.join(self.path)}"
+            if self.no_socket
+            else (f"won: {self.socket} ({', '.join(self.path)})")
+        )
+        text = f"{head} [{self.hook.split(' ')[0]}]"
+        if self.others:
+            verb = "listening" if self.fields.get("proto") == 6 else "bound"
+            text += f"; also {verb}: {'; '.join(self.others)}"
+        return text
+
+
+def log(ns: NetNS) -> list[tuple[str, str]]:
+    """Every ``(flow, evidence text)`` recorded in ``ns``, in order (results files read it)."""
+    return ns.stash.setdefault(_LOG, list)
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _ifname(ns: NetNS, index: int) -> str:
+    try:
+        with ns.enter():
+            return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+class Recorder:
+    """Evidence for one probe of ``ns``; a context manager (attaches, then detaches)."""
+
+    def __init__(self, ns: NetNS) -> None:
+        self.ns = ns
+        self.events: dict[Key, list[kernel.Event]] = defaultdict(list)
+        self.by_cookie: dict[int, str] = {}
+        self.by_ino: dict[int, str] = {}
+        for _fd, (label, sock) in list(labels(ns).items()):
+            with contextlib.suppress(OSError):
+                cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+                self.by_cookie[cookie] = label
+                self.by_ino[os.fstat(sock.fileno()).st_ino] = label
+        self.unavailable = ""
+        self._stack = contextlib.ExitStack()
+        self.session: kernel.Session | None = None
+        self.sockets: list[kernel.SockRec] = []
+        try:
+            self.tracer: kernel.Tracer | None = kernel.tracer()
+        except (FeatureMissing, HarnessError, OSError) as e:
+            self.tracer, self.unavailable = None, str(e).splitlines()[0]
+
+    def __enter__(self) -> Recorder:
+        if self.tracer is not None:
+            self.session = self._stack.enter_context(self.tracer.session(self.ns))
+            self.sockets = self.session.sockets()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.collect()
+        self._stack.close()
+
+    def collect(self) -> None:
+        """Read what the kernel recorded so far (call between batches: the ring is finite)."""
+        if self.session is None:
+            return
+        for e in self.session.read():
+            self.events[e.key].append(e)
+
+    def report(
+        self, given: list[Any], flows: list[Flow], verdicts: list[str]
+    ) -> dict[Any, Evidence]:
+        """``{flow as given: Evidence}``, also logged for the results file (:func:`log`)."""
+        out = {}
+        entries = log(self.ns)
+        for g, f, v in zip(given, flows, verdicts, strict=True):
+            ev = out[g] = self.evidence(f, v)
+            entries.append((str(f), str(ev)))
+        return out
+
+    # -- per flow ----------------------------------------------------------------------------
+
+    def label(self, cookie: int, ino: int) -> str:
+        return self.by_cookie.get(cookie) or self.by_ino.get(ino) or f"unlabelled (cookie {cookie})"
+
+    def evidence(self, flow: Flow, verdict: str) -> Evidence:
+        """The evidence for ``flow`` (whose verdict was ``verdict``)."""
+        if self.tracer is None:
+            return Evidence(None, missing=f"EVIDENCE unavailable: {self.unavailable}")
+        evs = self.events.get(flow.key, [])
+        chosen = [e for e in evs if e.kind in (kernel.EV_SYNACK, kernel.EV_UDP)]
+        drops = [
+            e
+            for e in evs
+            if e.kind == kernel.EV_DROP and (e.proto == 17 or e.tcp_flags & 0x12 == 2)
+        ]
+        lookup = next((e for e in evs if e.kind == kernel.EV_LOOKUP), None)
+        if chosen:
+            return self._won(flow, chosen[-1], lookup)
+        if drops:
+            d = drops[-1]
+            reason = kernel.drop_reasons().get(d.reason, str(d.reason))
+            return Evidence(
+                None,
+                (f"no socket (drop reason {reason})",),
+                HOOKS[kernel.EV_DROP],
+                {"proto": d.proto, "reason": reason, "iif": d.iif},
+                self._others(flow, None),
+            )
+        return Evidence(None, missing=self._why_none(flow, verdict))
+
+    def _why_none(self, flow: Flow, verdict: str) -> str:
+        tiers = kernel.tiers()
+        if flow.proto == "udp" and tiers["on_ready"]:
+            return f"EVIDENCE_UDP unavailable: {tiers['on_ready']}"
+        if flow.proto == "tcp" and tiers["on_synack"]:
+            return f"EVIDENCE_TCP unavailable: {tiers['on_synack']}"
+        if verdict in (RST, ICMP):
+            return "no NO_SOCKET drop was recorded for this flow"
+        return "nothing recorded for this flow (no lookup reached a socket; syncookies?)"
+
+    def _won(self, flow: Flow, e: kernel.Event, lookup: kernel.Event | None) -> Evidence:
+        label = self.label(e.cookie, e.ino)
+        path: list[str] = []
+        if lookup is not None:
+            path.append(self._binding(flow, label))
+        where = _endpoint(e.sk_addr, e.sk_port)
+        if e.sk_dport:
+            path.append(f"connected {where} <- {_endpoint(e.raddr, e.sk_dport)}")
+        elif e.sk_addr in ("0.0.0.0", "::"):
+            path.append(f"wildcard {where}")
+        else:
+            path.append(f"exact {where}")
+        if e.sk_dev:
+            path.append(f"device-bound {_ifname(self.ns, e.sk_dev)}")
+        if e.rp_n:
+            k = "?" if e.rp_k < 0 else str(e.rp_k)
+            path.append(f"reuseport {k} of {e.rp_n}" + (" (BPF program)" if e.has_prog else ""))
+        fields = {
+            "proto": e.proto,
+            "cookie": e.cookie,
+            "inode": e.ino,
+            "family": "inet6" if e.sk_family == socket.AF_INET6 else "inet",
+            "bound": where,
+            "bound_dev_if": e.sk_dev,
+            "reuseport_id": e.rp_id if e.rp_n else None,
+            "reuseport_n": e.rp_n,
+            "reuseport_k": e.rp_k,
+            "sk_lookup": lookup is not None,
+            "ingress_ifindex": e.iif,
+        }
+        return Evidence(label, tuple(path), HOOKS[e.kind], fields, self._others(flow, e))
+
+    def _binding(self, flow: Flow, label: str) -> str:
+        """``sk_lookup``, with the dispatcher binding that matched if bindlab's made it."""
+        from bindlab.bpf import dispatcher
+
+        d = dispatcher._dispatchers.get(self.ns)
+        if d is not None and not d.closed:
+            for b in d.bindings():  # most specific first
+                if label in b.labels and b.rule.matches(flow.proto, flow.dst, flow.dport):
+                    return f"sk_lookup binding {b.rule}"
+        return "sk_lookup"
+
+    def _others(self, flow: Flow, won: kernel.Event | None) -> tuple[str, ...]:
+        """The other sockets on the flow's port, grouped by address, device and group."""
+        proto = 6 if flow.proto == "tcp" else 17
+        groups: dict[tuple[str, int, int, int], list[str]] = defaultdict(list)
+        for s in self.sockets:
+            if s.proto != proto or s.port != flow.dport:
+                continue
+            if won is not None and (s.cookie, s.ino) == (won.cookie, won.ino):
+                continue
+            gid = s.rp_id if s.rp_n else -1
+            groups[(s.addr, s.dev, gid, s.rp_n)].append(self.label(s.cookie, s.ino))
+        out = []
+        for (addr, dev, gid, n), names in groups.items():
+            bits = [_endpoint(addr, flow.dport)]
+            if dev:
+                bits.append(f"device {_ifname(self.ns, dev)}")
+            if gid >= 0:
+                bits.append(f"reuseport group of {n}")
+            out.append(f"{', '.join(sorted(names))} ({', '.join(bits)})")
+        return tuple(sorted(out))
