@@ -175,6 +175,22 @@ def _clang_bpf(ns: NetNS) -> str:
     return "clang -target bpf and libbpf headers ok"
 
 
+def _evidence(*programs: str) -> Callable[[NetNS], str]:
+    """An evidence tier: its programs of ``evidence.bpf.c`` load (and attach) here."""
+
+    def probe(ns: NetNS) -> str:
+        from bindlab.bpf.evidence import SECTIONS, TRACEPOINTS, tiers
+
+        have = tiers()
+        for prog in programs:
+            if have[prog] is not None:
+                raise OSError(errno.EOPNOTSUPP, f"{SECTIONS[prog]}: {have[prog]}")
+        how = "loads and attaches" if programs[0] in TRACEPOINTS else "loads"
+        return f"{' + '.join(SECTIONS[p] for p in programs)} {how}"
+
+    return probe
+
+
 TPROXY_PROBE_RULESET = """
 table inet bindlab_probe {
   chain pre {
@@ -233,6 +249,20 @@ PROBES: dict[str, tuple[str, Callable[[NetNS], str]]] = {
         "clang with the bpf target + libbpf headers (builds sk_lookup programs)",
         _clang_bpf,
     ),
+    "EVIDENCE": (
+        "kernel evidence: tp_btf kfree_skb + ring buffer (no-socket drops)",
+        _evidence("on_drop"),
+    ),
+    "EVIDENCE_TCP": (
+        "evidence for TCP: tp_btf net_dev_queue (SYN-ACK's listener)",
+        _evidence("on_synack"),
+    ),
+    "EVIDENCE_UDP": ("evidence for UDP: tp_btf sk_data_ready (6.3)", _evidence("on_ready")),
+    "EVIDENCE_SK_LOOKUP": (
+        "evidence of sk_lookup steering: an observer program",
+        _evidence("on_lookup"),
+    ),
+    "EVIDENCE_ITER": ("competing sockets: iter/tcp + iter/udp", _evidence("iter_tcp", "iter_udp")),
 }
 
 

@@ -50,6 +50,14 @@ PROGRAMS = {
     "iter_udp": "EVIDENCE_ITER",
 }
 TRACEPOINTS = ("on_drop", "on_synack", "on_ready")
+SECTIONS = {
+    "on_drop": "tp_btf/kfree_skb",
+    "on_synack": "tp_btf/net_dev_queue",
+    "on_ready": "tp_btf/sk_data_ready",
+    "on_lookup": "sk_lookup",
+    "iter_tcp": "iter/tcp",
+    "iter_udp": "iter/udp",
+}
 
 
 def _addr(family: int, raw: bytes) -> str:
