@@ -114,7 +114,10 @@ def _load_all(paths: Sequence[str]) -> list[Scenario] | None:
 
 
 def run_all(
-    scenarios: list[Scenario], quiet: bool = False, prefix_optname: int | None = None
+    scenarios: list[Scenario],
+    quiet: bool = False,
+    prefix_optname: int | None = None,
+    evidence: bool = False,
 ) -> list[ScenarioResult]:
     """Run each scenario in its own namespace; progress on stderr for runs of many flows."""
     from bindlab.scenario.run import run
@@ -130,7 +133,7 @@ def run_all(
             if show and n >= PROGRESS_MIN_FLOWS:
                 print(f"#   {sc.name}: {done}/{n} flows probed", file=sys.stderr)
 
-        results.append(run(sc, progress=progress, prefix_optname=prefix_optname))
+        results.append(run(sc, progress=progress, prefix_optname=prefix_optname, evidence=evidence))
     return results
 
 
@@ -160,7 +163,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return USAGE
     if not _capable():
         return USAGE
-    return _emit(args, run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname), _kernel())
+    return _emit(
+        args,
+        run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname, args.evidence),
+        _kernel(),
+    )
 
 
 def cmd_rfc(args: argparse.Namespace) -> int:
@@ -175,7 +182,11 @@ def cmd_rfc(args: argparse.Namespace) -> int:
         return 0
     if not _capable():
         return USAGE
-    return _emit(args, run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname), _kernel())
+    return _emit(
+        args,
+        run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname, args.evidence),
+        _kernel(),
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -216,9 +227,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return USAGE
     expected = next((e for e in sc.expect if e.flow == flow), None)
     trace: dict[Any, list[tuple[str, bytes]]] = {}
+    evidence: dict[Any, Any] = {}
     try:
         with prepared(sc) as (ns, steps):
-            verdict = ns.probe([flow], trace=trace)[flow]
+            verdict = ns.probe([flow], trace=trace, evidence=evidence)[flow]
     except Exception as e:  # a setup refusal: name it, no traceback
         _err(f"{sc.path}: setup failed: {type(e).__name__}: {e}")
         return FAILED
@@ -229,6 +241,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if expected is not None:
         print(f"expected: {expected.expected}   ({sc.path}:{expected.line})")
     print(f"observed: {verdict}")
+    _explain_evidence(evidence[flow])
     print("packets:")
     for direction, pkt in trace[flow]:
         p = dissect(pkt)
@@ -238,6 +251,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not trace[flow]:
         print("  (none)")
     return 0 if expected is None or verdict in expected.verdicts else FAILED
+
+
+def _explain_evidence(ev: Any) -> None:
+    """The kernel's evidence for ``explain``: the summary, then the fields it was read from."""
+    print(f"kernel:   {ev}")
+    if ev.fields:
+        print(f"          read at {ev.hook}:")
+        for k, v in ev.fields.items():
+            print(f"            {k} = {v}")
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -309,6 +331,13 @@ def parser() -> argparse.ArgumentParser:
             "instead of the sk_lookup emulation of SO_BINDTOPREFIX",
         )
 
+    def evidence_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--evidence",
+            action="store_true",
+            help="record the kernel's evidence (BPF tracepoints) beside every verdict",
+        )
+
     sp = sub.add_parser("run", help="run scenario files and print the dispatch matrix")
     sp.add_argument(
         "paths",
@@ -318,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
         "pyproject.toml's [tool.pytest.ini_options])",
     )
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    evidence_opt(sp)
     prefix_opt(sp)
     output_opts(sp)
     sp.set_defaults(fn=cmd_run)
@@ -328,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--dir", help="the directory of RFC scenario files")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    evidence_opt(sp)
     prefix_opt(sp)
     output_opts(sp)
     sp.set_defaults(fn=cmd_rfc)
@@ -340,7 +371,8 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_report)
 
     sp = sub.add_parser(
-        "explain", help="set up one scenario, probe FLOW, show the verdict and packets"
+        "explain",
+        help="set up one scenario, probe FLOW, show the verdict, the kernel's evidence and packets",
     )
     sp.add_argument("file", metavar="FILE")
     sp.add_argument("flow", metavar="FLOW", help="e.g. 'tcp 198.18.0.1:40000 -> 192.0.2.10:80'")

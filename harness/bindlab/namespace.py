@@ -150,9 +150,14 @@ class Namespace(NetNS):
         """The injectors made here, by name."""
         return inject.injectors(self)
 
+    evidence = False  # the default of probe(evidence=...): the plugin's --bindlab-evidence
+
     def probe(self, flows: Iterable[str | Flow], **kw: Any) -> dict[Any, str]:
-        """Inject each flow and return ``{flow: verdict}``; see :func:`bindlab.probe.probe`."""
+        """Inject each flow and return ``{flow: verdict}``; see :func:`bindlab.probe.probe`.
+
+        With ``evidence=True`` (or :attr:`evidence` set), the result also has ``.evidence``."""
         self.injector  # noqa: B018 - the default injector (and its routes) before any flow
+        kw.setdefault("evidence", self.evidence)
         return probe.probe(self, flows, **kw)
 
     def distribution(self, flows: Iterable[str | Flow], **kw: Any) -> dict[str, int]:

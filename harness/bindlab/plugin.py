@@ -19,6 +19,7 @@ from bindlab import families, hostguard, preflight, process, reaper
 from bindlab.families import FAMILIES
 from bindlab.results import (
     ERRNOS_PROPERTY,
+    EVIDENCE_PROPERTY,
     EXPECTED_PROPERTY,
     VERDICTS_PROPERTY,
     Results,
@@ -55,6 +56,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run SO_BINDTOPREFIX scenarios (Python and scenario files) with "
         "setsockopt(SOL_SOCKET, N) of a patched kernel instead of the sk_lookup emulation "
         "(--bindtoprefix-optname is the deprecated spelling)",
+    )
+    group.addoption(
+        "--bindlab-evidence",
+        action="store_true",
+        help="record the kernel's evidence (BPF tracepoints) beside every verdict of the run: "
+        "shown in failures and results files; a verdict the evidence contradicts fails the test",
     )
     group.addoption(
         "--bindlab-results",
@@ -237,6 +244,8 @@ class ResultsRecorder:
                 r.expected.update(v)
             elif key == ERRNOS_PROPERTY:
                 r.errnos.update(v)
+            elif key == EVIDENCE_PROPERTY:
+                r.evidence.update(dict(v))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from bindlab import features
@@ -296,16 +305,60 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"bindlab: link stand-in used {n}x: {what}")
 
 
-def _record(request: pytest.FixtureRequest, ns: Namespace) -> None:
-    """Keep what the namespace saw: link stand-ins for the summary, verdicts for results."""
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> Any:
+    """``assert ns.probe(rows) == rows`` with evidence on: each differing flow's evidence."""
+    probe = sys.modules.get("bindlab.probe")  # not imported: no Verdicts exist
+    if probe is None:
+        return None
+    verdicts = probe.Verdicts
+    got = left if isinstance(left, verdicts) else right if isinstance(right, verdicts) else None
+    want = right if got is left else left
+    if op != "==" or got is None or not isinstance(want, dict):
+        return None
+    lines = [f"verdicts differ from what was expected ({len(got)} flows):"]
+    for flow, verdict in got.items():
+        if want.get(flow, verdict) != verdict:
+            lines.append(f"{flow}: expected {want[flow]!r}, got {verdict!r}")
+            lines.append(f"  kernel evidence: {got.evidence.get(flow, '(none)')}")
+    return lines if len(lines) > 1 else None
+
+
+def _evidence_of(ns: Namespace) -> list[tuple[str, str, Any]]:
+    if not ns.evidence:
+        return []
+    from bindlab.bpf.why import log
+
+    return log(ns)
+
+
+def _record(request: pytest.FixtureRequest, ns: Namespace) -> list[str]:
+    """Keep what the namespace saw: link stand-ins for the summary, verdicts (and evidence)
+    for results; return the verdicts the kernel's evidence contradicts."""
     config = request.config
     if ns.observations:
         request.node.user_properties.append((VERDICTS_PROPERTY, list(ns.observations)))
+    contradicted = []
+    if entries := _evidence_of(ns):
+        from bindlab.bpf.why import disagreement
+
+        request.node.user_properties.append(
+            (EVIDENCE_PROPERTY, [(f, str(e)) for f, _, e in entries])
+        )
+        for flow, verdict, ev in entries:
+            why = disagreement(verdict, ev)
+            if why is not None:
+                contradicted.append(f"{flow}: {why}")
     for link in ns.links.values():
         if link.substitute:
             config.stash[_substitutes][
                 f"{link.requested_kind} -> {link.kind} ({link.substitute})"
             ] += 1
+    return contradicted
+
+
+def _contradicted(found: list[str]) -> None:
+    if found:
+        pytest.fail("bindlab: the kernel's evidence contradicts verdicts:\n" + "\n".join(found))
 
 
 @pytest.fixture
@@ -322,11 +375,14 @@ def netns(request: pytest.FixtureRequest) -> Iterator[Namespace]:
     from bindlab.namespace import Namespace
 
     ns = Namespace()
+    ns.evidence = request.config.getoption("bindlab_evidence", False)
+    found: list[str] = []
     try:
         yield ns
     finally:
-        _record(request, ns)
+        found = _record(request, ns)
         ns.close()
+    _contradicted(found)
 
 
 @pytest.fixture
@@ -343,15 +399,19 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
     from bindlab.namespace import Namespace
 
     made: list[Namespace] = []
+    evidence = request.config.getoption("bindlab_evidence", False)
 
     def make(**kw: Any) -> Namespace:
         ns = Namespace(**kw)
+        ns.evidence = evidence
         made.append(ns)
         return ns
 
+    found: list[str] = []
     try:
         yield make
     finally:
         for ns in reversed(made):
-            _record(request, ns)
+            found += _record(request, ns)
             ns.close()
+    _contradicted(found)

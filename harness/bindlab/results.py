@@ -12,10 +12,12 @@ Format (JSON, ``"format": "bindlab-results/1"``)::
          "reason": "skip reason or failure summary",
          "verdicts": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "web"},
          "expected": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "web"},
-         "errnos": {"bind b 192.0.2.1:80": "EADDRINUSE"}}}}
+         "errnos": {"bind b 192.0.2.1:80": "EADDRINUSE"},
+         "evidence": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "won: web (exact ...)"}}}}
 
 ``verdicts`` holds every flow the test probed (last verdict wins); ``expected`` and ``errnos``
-are filled by tests that declare them (scenario files do).
+are filled by tests that declare them (scenario files do); ``evidence`` by runs with
+evidence on (``--bindlab-evidence``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 VERDICTS_PROPERTY = "bindlab_verdicts"  # list of (flow, verdict)
 EXPECTED_PROPERTY = "bindlab_expected"  # {flow: expected verdict}
 ERRNOS_PROPERTY = "bindlab_errnos"  # {step: errno name}
+EVIDENCE_PROPERTY = "bindlab_evidence"  # list of (flow, evidence text), when evidence is on
 
 
 @dataclass
@@ -46,6 +49,7 @@ class TestResult:
     verdicts: dict[str, str] = field(default_factory=dict)
     expected: dict[str, str] = field(default_factory=dict)
     errnos: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, str] = field(default_factory=dict)  # flow -> the kernel's evidence
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Row:
     status: str = ""  # pass, fail, skip or error ("" until run)
     detail: str = ""  # why it failed, was skipped or errored; packets of a failed flow
     line: int | None = None
+    evidence: str = ""  # the kernel's evidence for a flow's verdict (runs with evidence on)
 
     @property
     def ok(self) -> bool:

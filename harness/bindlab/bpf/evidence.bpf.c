@@ -260,7 +260,12 @@ int BPF_PROG(on_synack, struct sk_buff *skb)
 	if (e->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr);
 		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr);
-	} else {
+	}
+	/* An IPv4 SYN on an IPv6 listener: the request socket is AF_INET6 (the listener's
+	 * family) and its IPv6 addresses are IPv4-mapped; the flow is IPv4. */
+	if (e->family != AF_INET6 ||
+	    (!*(__u64 *)e->raddr && *(__u32 *)(e->raddr + 8) == __builtin_bswap32(0xffff))) {
+		e->family = AF_INET;
 		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_daddr);
 		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_rcv_saddr);
 	}

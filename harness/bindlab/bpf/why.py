@@ -42,7 +42,7 @@ HOOKS = {
     kernel.EV_DROP: "kfree_skb",
     kernel.EV_UDP: "sk_data_ready",
 }
-_LOG: StashKey[list[tuple[str, str]]] = StashKey("evidence")
+_LOG: StashKey[list[tuple[str, str, Evidence]]] = StashKey("evidence")
 Key = tuple[int, bytes, int, bytes, int]
 
 
@@ -77,8 +77,23 @@ class Evidence:
         return text
 
 
-def log(ns: NetNS) -> list[tuple[str, str]]:
-    """Every ``(flow, evidence text)`` recorded in ``ns``, in order (results files read it)."""
+def disagreement(verdict: str, ev: Evidence) -> str | None:
+    """Why ``ev`` contradicts ``verdict`` (None: it agrees, or there is no evidence).
+
+    A labelled verdict must be the socket the kernel chose; RST and ICMP must be a lookup
+    that found no socket. Other verdicts (NONE, UNLABELLED) are not checked."""
+    if ev.missing or verdict.isupper():
+        if verdict in (RST, ICMP) and not ev.missing and not ev.no_socket:
+            return f"verdict {verdict} but the kernel chose {ev.socket}: {ev}"
+        return None
+    if ev.socket != verdict:
+        return f"verdict {verdict!r} but the kernel's evidence says {ev}"
+    return None
+
+
+def log(ns: NetNS) -> list[tuple[str, str, Evidence]]:
+    """Every ``(flow, verdict, evidence)`` recorded in ``ns``, in order (results files and the
+    plugin's agreement check read it)."""
     return ns.stash.setdefault(_LOG, list)
 
 
@@ -142,7 +157,7 @@ class Recorder:
         entries = log(self.ns)
         for g, f, v in zip(given, flows, verdicts, strict=True):
             ev = out[g] = self.evidence(f, v)
-            entries.append((str(f), str(ev)))
+            entries.append((str(f), v, ev))
         return out
 
     # -- per flow ----------------------------------------------------------------------------
@@ -192,6 +207,8 @@ class Recorder:
         if lookup is not None:
             path.append(self._binding(flow, label))
         where = _endpoint(e.sk_addr, e.sk_port)
+        if e.family == socket.AF_INET and e.sk_family == socket.AF_INET6:
+            where += " (an IPv6 socket taking IPv4)"
         if e.sk_dport:
             path.append(f"connected {where} <- {_endpoint(e.raddr, e.sk_dport)}")
         elif e.sk_addr in ("0.0.0.0", "::"):
@@ -232,17 +249,20 @@ class Recorder:
     def _others(self, flow: Flow, won: kernel.Event | None) -> tuple[str, ...]:
         """The other sockets on the flow's port, grouped by address, device and group."""
         proto = 6 if flow.proto == "tcp" else 17
-        groups: dict[tuple[str, int, int, int], list[str]] = defaultdict(list)
+        groups: dict[tuple[str, int, int, int, str], list[str]] = defaultdict(list)
         for s in self.sockets:
             if s.proto != proto or s.port != flow.dport:
                 continue
             if won is not None and (s.cookie, s.ino) == (won.cookie, won.ino):
                 continue
             gid = s.rp_id if s.rp_n else -1
-            groups[(s.addr, s.dev, gid, s.rp_n)].append(self.label(s.cookie, s.ino))
+            peer = _endpoint(s.daddr, s.dport) if s.dport else ""
+            groups[(s.addr, s.dev, gid, s.rp_n, peer)].append(self.label(s.cookie, s.ino))
         out = []
-        for (addr, dev, gid, n), names in groups.items():
+        for (addr, dev, gid, n, peer), names in groups.items():
             bits = [_endpoint(addr, flow.dport)]
+            if peer:
+                bits.append(f"connected to {peer}")
             if dev:
                 bits.append(f"device {_ifname(self.ns, dev)}")
             if gid >= 0:

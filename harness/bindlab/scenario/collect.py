@@ -23,6 +23,7 @@ import pytest
 from bindlab.results import (
     ERRNOS_PROPERTY,
     ERROR,
+    EVIDENCE_PROPERTY,
     EXPECTED_PROPERTY,
     PASS,
     SKIP,
@@ -91,7 +92,10 @@ class ScenarioFile(pytest.File):
         """A variant's rows, run on first use (one namespace per variant)."""
         if variant not in self._results:
             optname = self.config.getoption("bindlab_bindtoprefix_optname", None)
-            self._results[variant] = runner.run(self.variants[variant], prefix_optname=optname)
+            evidence = bool(self.config.getoption("bindlab_evidence", False))
+            self._results[variant] = runner.run(
+                self.variants[variant], prefix_optname=optname, evidence=evidence
+            )
         return self._results[variant]
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
@@ -128,11 +132,15 @@ class ScenarioItem(pytest.Item):
         if row.status == ERROR:
             raise ScenarioRunError(f"{self.where(row)}: scenario setup failed: {row.detail}")
         self.user_properties.append((VERDICTS_PROPERTY, [(row.name, row.observed)]))
+        if row.evidence:
+            self.user_properties.append((EVIDENCE_PROPERTY, [(row.name, row.evidence)]))
 
     def runtest(self) -> None:
         row = self.row()
         if row.status != PASS:
             detail = f"\n{row.detail}" if row.detail else ""
+            if row.evidence:
+                detail = f"\nkernel evidence: {row.evidence}{detail}"
             raise ScenarioFailure(
                 f"{self.where(row)} ({row.name}): expected {row.expected!r}, "
                 f"got {row.observed!r}{detail}"

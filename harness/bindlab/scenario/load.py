@@ -301,6 +301,7 @@ DISPATCH: Spec = {
 TOP: Spec = {
     "name": (_str, None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
     "requires": (_list(_choice(*features.PROBES)), ()), "families": (_list(_choice(*FAMILIES)), ()),
+    "evidence": (_bool, False),
     "setup": (_table(SetupSpec, SETUP), SetupSpec()),
     "socket": (_list(_raw), ()), "dispatch": (_list(_raw), ()), "expect": (_raw, {}),
     "program": (_list(_raw), ()),
@@ -458,7 +459,7 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         raise c.fail(
             "", "nothing to check: add an [expect] table or a socket with expect_errno/expect_port"
         )
-    top = {k: data[k] for k in ("description", "claim", "source", "requires", "families")}
+    top = {k: data[k] for k in ("description", "claim", "source", "requires", "families", "evidence")}
     name = data["name"] or Path(path).stem
     if len(set(top["families"])) != len(top["families"]):
         raise c.fail("families", "a family is named twice")

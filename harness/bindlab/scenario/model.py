@@ -147,6 +147,7 @@ class Scenario:
     claim: str = ""
     source: str = ""
     requires: tuple[str, ...] = ()
+    evidence: bool = False  # record the kernel's evidence beside every verdict
     setup: SetupSpec = field(default_factory=SetupSpec)
     sockets: tuple[SocketSpec, ...] = ()
     dispatch: tuple[DispatchSpec, ...] = ()

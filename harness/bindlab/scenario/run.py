@@ -183,6 +183,17 @@ def prepared(
         yield ns, steps
 
 
+def _contradiction(row: Row, ev: Any) -> str:
+    """With evidence on, a verdict the kernel's evidence contradicts fails its row."""
+    from bindlab.bpf.why import disagreement
+
+    why = disagreement(row.observed, ev)
+    if why is None:
+        return row.detail
+    row.status = FAIL
+    return f"evidence contradicts the verdict: {why}"
+
+
 def _packets(trace: list[tuple[str, bytes]]) -> str:
     """The packets of one probe, one scapy summary a line."""
     from bindlab.packets import dissect
@@ -197,8 +208,12 @@ def run(
     progress: Progress | None = None,
     chunk: int = 2048,
     prefix_optname: int | None = None,
+    evidence: bool = False,
 ) -> ScenarioResult:
     """Run ``sc`` and return its rows, filled: skipped, errored, passed or failed.
+
+    ``evidence`` (or the file's ``evidence = true``): each flow row carries the kernel's
+    evidence for its verdict (:mod:`bindlab.bpf.why`).
 
     ``prefix_optname``: run ``bind_prefix`` sockets with a patched kernel's real
     SO_BINDTOPREFIX (this option number) instead of the sk_lookup emulation."""
@@ -218,15 +233,19 @@ def run(
                 r.status = PASS if _judge(specs[r.name], r.observed) else FAIL
             flow_rows = rows[len(steps) :]
             verdicts: dict[Any, str] = {}
+            why: dict[Any, Any] | bool = {} if evidence or sc.evidence else False
             flows = [e.flow for e in sc.expect]
             for i in range(0, len(flows), chunk):
-                verdicts.update(ns.probe(flows[i : i + chunk]))
+                verdicts.update(ns.probe(flows[i : i + chunk], evidence=why))
                 if progress is not None:
                     progress(min(i + chunk, len(flows)), len(flows))
             failed = []
             for r, e in zip(flow_rows, sc.expect, strict=True):
                 r.observed = verdicts[e.flow]
                 r.status = PASS if r.observed in e.verdicts else FAIL
+                if why:
+                    r.evidence = str(why[e.flow])
+                    r.detail = _contradiction(r, why[e.flow])
                 if r.status == FAIL:
                     failed.append((r, e.flow))
             if failed:  # probe the failures again, recording their packets for the report
