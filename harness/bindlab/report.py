@@ -81,6 +81,8 @@ def table(results: Results_, kernel: dict[str, Any] | None = None) -> str:
             out.append(f"   {name:<{w[0]}}  {exp:<{w[1]}}  {obs:<{w[2]}}  {st}".rstrip())
             if r is not None and r.detail and r.status != PASS and not shared:
                 out += [f"      {line}" for line in r.detail.splitlines()]
+            if r is not None and r.evidence:
+                out.append(f"      kernel: {r.evidence}")
     out.append(f"\n# {summary(results)}")
     return "\n".join(out).lstrip("\n") + "\n"
 
@@ -101,13 +103,19 @@ def markdown(results: Results_, kernel: dict[str, Any] | None = None) -> str:
             out += [f"> {_md(res.claim)}", ">", f"> — {_md(res.source)}" if res.source else ">", ""]
         if shared := _one_reason(res):
             out += [f"*{res.rows[0].status}: {_md(shared)}*", ""]
-        out += ["| flow / socket steps | expected | observed | result |", "|---|---|---|---|"]
+        why = any(r.evidence for r in res.rows)  # the kernel's evidence: a column when recorded
+        out += [
+            "| flow / socket steps | expected | observed | result |"
+            + (" kernel evidence |" if why else ""),
+            "|---|---|---|---|" + ("---|" if why else ""),
+        ]
         for r in res.rows:
             mark = {PASS: "✅ pass", FAIL: "❌ FAIL", SKIP: "⏭ skip", ERROR: "💥 ERROR"}.get(
                 r.status, r.status
             )
             out.append(
                 f"| `{_md(r.name)}` | {_md(r.expected)} | {_md(r.observed or '-')} | {mark} |"
+                + (f" {_md(r.evidence)} |" if why else "")
             )
         out.append("")
     return "\n".join(out)
@@ -231,7 +239,7 @@ tr.skip td.res{background:#eee}tr.error td.res{background:#f7a8a8}
 .claim{border-left:4px solid #88a;padding:.2em .8em;color:#444;margin:.5em 0}
 .bar{display:flex;height:1.6em;border:1px solid #999;margin:2px 0 8px;max-width:60em}
 .bar div{overflow:hidden;white-space:nowrap;font-size:12px;padding:0 3px;border-right:1px solid #fff;min-width:1.5em}
-.bar div.mismatch{outline:2px solid #d00;outline-offset:-2px}.detail{white-space:pre;font-size:12px;color:#a00}"""
+.bar div.mismatch{outline:2px solid #d00;outline-offset:-2px}.detail{white-space:pre;font-size:12px;color:#a00}.evidence{font-size:12px;color:#555}"""
 
 
 def _e(text: Any) -> str:
@@ -278,6 +286,9 @@ def html(results: Results_, kernel: dict[str, Any] | None = None) -> str:
             detail = (
                 f'<div class="detail">{_e(r.detail)}</div>' if r.detail and r.status != PASS else ""
             )
+            if r.evidence:
+                detail += f'<div class="evidence">kernel: {_e(r.evidence)}</div>'
+
             body.append(
                 f'<tr class="{_e(r.status)}"><td><code>{_e(r.name)}</code>{detail}</td><td>{_e(r.expected)}</td>'
                 f'<td>{_e(r.observed or "-")}</td><td class="res">{_e(SHOWN.get(r.status, r.status))}</td></tr>'
@@ -325,9 +336,9 @@ def from_results(results: Results) -> list[ScenarioResult]:
             named = [("test", test or path, "")]
         for kind, name, expected in named:
             observed = t.verdicts.get(name, "")
-            groups[path].append(
-                Row(kind, name, expected, observed, status, t.reason if status != PASS else "")
-            )
+            row = Row(kind, name, expected, observed, status, t.reason if status != PASS else "")
+            row.evidence = t.evidence.get(name, "")
+            groups[path].append(row)
     return [
         ScenarioResult(os.path.basename(p).rsplit(".", 1)[0], p, rows) for p, rows in groups.items()
     ]

@@ -233,10 +233,11 @@ def run(
                 r.status = PASS if _judge(specs[r.name], r.observed) else FAIL
             flow_rows = rows[len(steps) :]
             verdicts: dict[Any, str] = {}
-            why: dict[Any, Any] | bool = {} if evidence or sc.evidence else False
+            why: dict[Any, Any] = {}
+            on = evidence or sc.evidence
             flows = [e.flow for e in sc.expect]
             for i in range(0, len(flows), chunk):
-                verdicts.update(ns.probe(flows[i : i + chunk], evidence=why))
+                verdicts.update(ns.probe(flows[i : i + chunk], evidence=why if on else False))
                 if progress is not None:
                     progress(min(i + chunk, len(flows)), len(flows))
             failed = []
