@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bindlab import features
 from bindlab.bpf.why import Evidence, disagreement
 from bindlab.flow import ICMP, RST
@@ -23,8 +22,10 @@ from bindlab.scenario.run import prepared, skip_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted(
-    [*(ROOT / "harness" / "bindlab" / "data" / "rfc").glob("*.toml")]
-    + [*(ROOT / "fixtures" / "scenarios").glob("*.toml")]
+    [
+        *(ROOT / "harness" / "bindlab" / "data" / "rfc").glob("*.toml"),
+        *(ROOT / "fixtures" / "scenarios").glob("*.toml"),
+    ]
 )
 pytestmark = pytest.mark.requires("EVIDENCE", "EVIDENCE_TCP", "EVIDENCE_ITER")
 

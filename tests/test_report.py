@@ -98,7 +98,7 @@ def test_json_round_trips() -> None:
     rows = doc["scenarios"][0]["rows"]
     assert rows[2] == {
         "kind": "flow", "name": "tcp 198.18.0.1:2 -> 192.0.2.200:80", "expected": "nginx",
-        "observed": "apache", "status": "fail", "detail": "-> IP / TCP S\n<- IP / TCP SA", "line": None,
+        "observed": "apache", "status": "fail", "detail": "-> IP / TCP S\n<- IP / TCP SA", "line": None, "evidence": "",
     }  # fmt: skip
 
 
