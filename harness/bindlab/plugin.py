@@ -323,7 +323,7 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     return lines if len(lines) > 1 else None
 
 
-def _evidence_of(ns: Namespace) -> list[tuple[str, str, Any]]:
+def _evidence_of(ns: Namespace) -> list[tuple[Any, str, Any]]:
     if not ns.evidence:
         return []
     from bindlab.bpf.why import log
@@ -342,7 +342,7 @@ def _record(request: pytest.FixtureRequest, ns: Namespace) -> list[str]:
         from bindlab.bpf.why import disagreement
 
         request.node.user_properties.append(
-            (EVIDENCE_PROPERTY, [(f, str(e)) for f, _, e in entries])
+            (EVIDENCE_PROPERTY, [(str(f), str(e)) for f, _, e in entries])
         )
         for flow, verdict, ev in entries:
             why = disagreement(verdict, ev)

@@ -1,9 +1,11 @@
 """The kernel side of evidence: ``evidence.bpf.c`` loaded once per process, its events read.
 
 A :class:`Tracer` loads the object (the tracepoint programs this kernel has; see
-:func:`tiers`), and while a probe runs (:meth:`Tracer.session`) attaches them, lets events
-of that one namespace through (by inode, filtered in the kernel first), reads the ring
-buffer in batches (:meth:`Session.read`) and takes snapshots of the namespace's sockets
+:func:`tiers`); the first evidence probe of a namespace attaches them and lets that
+namespace's events through (by inode, filtered in the kernel first) until it closes (the
+last one held detaches them). While a probe runs (:meth:`Tracer.session`) an sk_lookup
+observer is appended to the namespace's chain, the ring buffer is read in batches
+(:meth:`Session.read`) and takes snapshots of the namespace's sockets
 with the ``iter/tcp`` / ``iter/udp`` iterators (:meth:`Session.sockets`). Nothing here is
 loaded unless evidence is asked for. Records are decoded into :class:`Event` and
 :class:`SockRec`; turning them into per-flow evidence is :mod:`bindlab.bpf.why`'s job.
@@ -38,6 +40,8 @@ VMLINUX = "/sys/kernel/btf/vmlinux"
 BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_FUNC = 6, 8, 12
 _EVENT = struct.Struct("=8BII4H2iIHh8xQQ16s16s16s")  # 112 bytes
 _SOCKREC = struct.Struct("=4B2HiIHh4xQQ16s16s")
+_HEAD = struct.Struct("=BBB5x8xHH")  # kind, proto, family, rport, lport: a record's flow
+RADDR, LADDR = 64, 80  # offsets of the flow's addresses in a record
 _U32 = struct.Struct("=I")
 
 # Program -> the tier it serves (features rows) and what it needs.
@@ -104,21 +108,13 @@ class Event:
         f[6] = bool(f[6])
         return cls(*f)
 
-    @property
-    def key(self) -> tuple[int, bytes, int, bytes, int]:
-        """The flow's (proto, client ip, client port, local ip, local port), as ``Flow.key``."""
-        fam = socket.AF_INET6 if ":" in self.raddr else socket.AF_INET
-        return (
-            self.proto,
-            _packed(fam, self.raddr),
-            self.rport,
-            _packed(fam, self.laddr),
-            self.lport,
-        )
 
-
-def _packed(family: int, ip: str) -> bytes:
-    return socket.inet_pton(family, ip)
+def flow_key(raw: bytes) -> tuple[int, bytes, int, bytes, int]:
+    """A record's flow (proto, client ip, client port, local ip, local port), as ``Flow.key``,
+    read straight from its bytes (no decoding: this runs once per event)."""
+    _, proto, family, rport, lport = _HEAD.unpack_from(raw)
+    n = 4 if family == socket.AF_INET else 16
+    return (proto, raw[RADDR : RADDR + n], rport, raw[LADDR : LADDR + n], lport)
 
 
 @dataclass(frozen=True)
@@ -245,31 +241,51 @@ class Tracer:
             self.obj.close()
             raise
         self._netns = self.obj.map("netns", 4, 4)
+        self._held: set[int] = set()  # namespaces whose events pass the filter
+        self._links: list[Link] = []  # the tracepoints, attached while one is held
         self.lock = threading.Lock()
 
     def has(self, program: str) -> bool:
         return program in self.programs
 
-    @contextlib.contextmanager
-    def session(self, ns: NetNS) -> Iterator[Session]:
-        """Attach the programs and let ``ns``'s events through while the block runs."""
+    def _hold(self, ns: NetNS, ino: int) -> None:
+        """Let ``ns``'s events through until it closes; the tracepoints stay attached while
+        any namespace is held (attaching one costs milliseconds: it patches kernel text)."""
+        if ino in self._held:
+            return
+        if not self._links:
+            for prog in TRACEPOINTS:
+                if self.has(prog):
+                    self._links.append(self.obj.attach(prog))
+        self._netns.update(_U32.pack(ino), _U32.pack(1))
+        self._held.add(ino)
+        ns.defer(self._release, ino)
+
+    def _release(self, ino: int) -> None:
         with self.lock:
-            ino = os.fstat(ns.fd).st_ino
-            key = _U32.pack(ino)
-            links: list[Link] = []
-            self._netns.update(key, _U32.pack(1))
-            try:
-                self.ring.read()  # stale events of an earlier session
-                for prog in TRACEPOINTS:
-                    if self.has(prog):
-                        links.append(self.obj.attach(prog))
-                if self.has("on_lookup"):  # last in the namespace's chain: sees their choice
-                    links.append(self.obj.attach_netns("on_lookup", ns.fd))
-                yield Session(self, ns, ino)
-            finally:
+            self._held.discard(ino)
+            with contextlib.suppress(LibbpfError):
+                self._netns.delete(_U32.pack(ino))
+            if not self._held:
+                links, self._links = self._links, []
                 for link in reversed(links):
                     link.destroy()
-                self._netns.delete(key)
+
+    @contextlib.contextmanager
+    def session(self, ns: NetNS) -> Iterator[Session]:
+        """Let ``ns``'s events through (until it closes) and read them while the block runs."""
+        with self.lock:
+            ino = os.fstat(ns.fd).st_ino
+            self._hold(ns, ino)
+            observer = None
+            try:
+                self.ring.read()  # stale events: before this probe
+                if self.has("on_lookup"):  # last in the namespace's chain: sees their choice
+                    observer = self.obj.attach_netns("on_lookup", ns.fd)
+                yield Session(self, ns, ino)
+            finally:
+                if observer is not None:
+                    observer.destroy()
 
 
 class Session:
@@ -278,14 +294,11 @@ class Session:
     def __init__(self, tracer: Tracer, ns: NetNS, ino: int) -> None:
         self.tracer, self.ns, self.ino = tracer, ns, ino
 
-    def read(self) -> list[Event]:
-        """The events recorded since the last read (this namespace's; sk_lookup's too)."""
-        out = []
-        for raw in self.tracer.ring.read():
-            e = Event.decode(raw)
-            if e.netns == self.ino or e.kind == EV_LOOKUP:
-                out.append(e)
-        return out
+    def read(self) -> list[bytes]:
+        """The records since the last read, raw (this namespace's; sk_lookup's too): decode
+        with :meth:`Event.decode`, key with :func:`flow_key`."""
+        mine = _U32.pack(self.ino)
+        return [r for r in self.tracer.ring.read() if r[8:12] == mine or r[0] == EV_LOOKUP]
 
     def sockets(self) -> list[SockRec]:
         """Every TCP listener and UDP socket of the namespace, now (empty without iterators)."""

@@ -42,7 +42,7 @@ HOOKS = {
     kernel.EV_DROP: "kfree_skb",
     kernel.EV_UDP: "sk_data_ready",
 }
-_LOG: StashKey[list[tuple[str, str, Evidence]]] = StashKey("evidence")
+_LOG: StashKey[list[tuple[Flow, str, Evidence]]] = StashKey("evidence")
 Key = tuple[int, bytes, int, bytes, int]
 
 
@@ -91,7 +91,7 @@ def disagreement(verdict: str, ev: Evidence) -> str | None:
     return None
 
 
-def log(ns: NetNS) -> list[tuple[str, str, Evidence]]:
+def log(ns: NetNS) -> list[tuple[Flow, str, Evidence]]:
     """Every ``(flow, verdict, evidence)`` recorded in ``ns``, in order (results files and the
     plugin's agreement check read it)."""
     return ns.stash.setdefault(_LOG, list)
@@ -114,7 +114,8 @@ class Recorder:
 
     def __init__(self, ns: NetNS) -> None:
         self.ns = ns
-        self.events: dict[Key, list[kernel.Event]] = defaultdict(list)
+        self.events: dict[Key, list[bytes]] = defaultdict(list)  # raw records by flow
+        self._cache: dict[bytes, Evidence] = {}  # by the record's socket part: shared
         self.by_cookie: dict[int, str] = {}
         self.by_ino: dict[int, str] = {}
         for _fd, (label, sock) in list(labels(ns).items()):
@@ -146,8 +147,9 @@ class Recorder:
         """Read what the kernel recorded so far (call between batches: the ring is finite)."""
         if self.session is None:
             return
-        for e in self.session.read():
-            self.events[e.key].append(e)
+        events, key = self.events, kernel.flow_key
+        for raw in self.session.read():
+            events[key(raw)].append(raw)
 
     def report(
         self, given: list[Any], flows: list[Flow], verdicts: list[str]
@@ -157,7 +159,7 @@ class Recorder:
         entries = log(self.ns)
         for g, f, v in zip(given, flows, verdicts, strict=True):
             ev = out[g] = self.evidence(f, v)
-            entries.append((str(f), v, ev))
+            entries.append((f, v, ev))
         return out
 
     # -- per flow ----------------------------------------------------------------------------
@@ -169,27 +171,44 @@ class Recorder:
         """The evidence for ``flow`` (whose verdict was ``verdict``)."""
         if self.tracer is None:
             return Evidence(None, missing=f"EVIDENCE unavailable: {self.unavailable}")
-        evs = self.events.get(flow.key, [])
-        chosen = [e for e in evs if e.kind in (kernel.EV_SYNACK, kernel.EV_UDP)]
-        drops = [
-            e
-            for e in evs
-            if e.kind == kernel.EV_DROP and (e.proto == 17 or e.tcp_flags & 0x12 == 2)
-        ]
-        lookup = next((e for e in evs if e.kind == kernel.EV_LOOKUP), None)
-        if chosen:
-            return self._won(flow, chosen[-1], lookup)
-        if drops:
-            d = drops[-1]
-            reason = kernel.drop_reasons().get(d.reason, str(d.reason))
-            return Evidence(
-                None,
-                (f"no socket (drop reason {reason})",),
-                HOOKS[kernel.EV_DROP],
-                {"proto": d.proto, "reason": reason, "iif": d.iif},
-                self._others(flow, None),
-            )
+        chosen = drop = lookup = None
+        for raw in self.events.get(flow.key, ()):
+            kind = raw[0]
+            if kind == kernel.EV_SYNACK or kind == kernel.EV_UDP:
+                chosen = raw
+            elif kind == kernel.EV_DROP and (raw[1] == 17 or raw[5] & 0x12 == 2):  # a SYN
+                drop = raw
+            elif kind == kernel.EV_LOOKUP:
+                lookup = raw
+        if chosen is not None:
+            if lookup is not None:  # the binding depends on the flow: not shared
+                return self._won(flow, kernel.Event.decode(chosen), True)
+            # Flows the same socket took share one Evidence: keyed by everything but the
+            # flow's own addresses (kind..families, ports, socket fields; the peer if connected)
+            ck = chosen[:4] + chosen[18:64] + chosen[96:112]
+            if chosen[22:24] != b"\0\0":
+                ck += chosen[64:80]
+            ev = self._cache.get(ck)
+            if ev is None:
+                ev = self._cache[ck] = self._won(flow, kernel.Event.decode(chosen), False)
+            return ev
+        if drop is not None:
+            ck = b"drop" + drop[:2] + drop[12:16] + drop[18:20] + drop[28:32]
+            ev = self._cache.get(ck)
+            if ev is None:
+                ev = self._cache[ck] = self._dropped(flow, kernel.Event.decode(drop))
+            return ev
         return Evidence(None, missing=self._why_none(flow, verdict))
+
+    def _dropped(self, flow: Flow, d: kernel.Event) -> Evidence:
+        reason = kernel.drop_reasons().get(d.reason, str(d.reason))
+        return Evidence(
+            None,
+            (f"no socket (drop reason {reason})",),
+            HOOKS[kernel.EV_DROP],
+            {"proto": d.proto, "reason": reason, "iif": d.iif},
+            self._others(flow, None),
+        )
 
     def _why_none(self, flow: Flow, verdict: str) -> str:
         tiers = kernel.tiers()
@@ -201,10 +220,10 @@ class Recorder:
             return "no NO_SOCKET drop was recorded for this flow"
         return "nothing recorded for this flow (no lookup reached a socket; syncookies?)"
 
-    def _won(self, flow: Flow, e: kernel.Event, lookup: kernel.Event | None) -> Evidence:
+    def _won(self, flow: Flow, e: kernel.Event, lookup: bool) -> Evidence:
         label = self.label(e.cookie, e.ino)
         path: list[str] = []
-        if lookup is not None:
+        if lookup:
             path.append(self._binding(flow, label))
         where = _endpoint(e.sk_addr, e.sk_port)
         if e.family == socket.AF_INET and e.sk_family == socket.AF_INET6:
@@ -230,7 +249,7 @@ class Recorder:
             "reuseport_id": e.rp_id if e.rp_n else None,
             "reuseport_n": e.rp_n,
             "reuseport_k": e.rp_k,
-            "sk_lookup": lookup is not None,
+            "sk_lookup": lookup,
             "ingress_ifindex": e.iif,
         }
         return Evidence(label, tuple(path), HOOKS[e.kind], fields, self._others(flow, e))
