@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted(
     [
         *(ROOT / "harness" / "bindlab" / "data" / "rfc").glob("*.toml"),
-        *(ROOT / "fixtures" / "scenarios").glob("*.toml"),
+        *(ROOT / "fixtures" / "scenarios").rglob("*.toml"),
     ]
 )
 pytestmark = pytest.mark.requires("EVIDENCE", "EVIDENCE_TCP", "EVIDENCE_ITER")
