@@ -459,7 +459,9 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
         raise c.fail(
             "", "nothing to check: add an [expect] table or a socket with expect_errno/expect_port"
         )
-    top = {k: data[k] for k in ("description", "claim", "source", "requires", "families", "evidence")}
+    top = {
+        k: data[k] for k in ("description", "claim", "source", "requires", "families", "evidence")
+    }
     name = data["name"] or Path(path).stem
     if len(set(top["families"])) != len(top["families"]):
         raise c.fail("families", "a family is named twice")
