@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 from bindlab import Namespace, hostguard
 
+# The child runs hold no property test: spare them the ~0.2 s the hypothesis plugin spends
+# importing hypothesis for its terminal summary.
+NO_HYPOTHESIS = "no:hypothesispytest"
+
 # the "host" the child runs in: a link for the neighbour, and a route the child's one
 # will differ from in metric only
 HOST_SETUP = """
@@ -66,7 +70,17 @@ def run_child(tmp_path: Path, tests: str, *args: str) -> subprocess.CompletedPro
     argv = [
         *("unshare", "--net", "--mount", "--propagation", "private", "--"),
         *("sh", "-c", HOST_SETUP, "host"),
-        *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args),
+        *(
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            NO_HYPOTHESIS,
+            "-q",
+            *args,
+        ),
     ]
     return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 

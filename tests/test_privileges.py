@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# The child runs hold no property test: spare them the ~0.2 s the hypothesis plugin spends
+# importing hypothesis for its terminal summary.
+NO_HYPOTHESIS = "no:hypothesispytest"
+
 pytestmark = pytest.mark.skipif(
     shutil.which("capsh") is None or shutil.which("setpriv") is None,
     reason="needs capsh (apt install libcap2-bin) and setpriv (util-linux)",
@@ -80,7 +84,18 @@ def run_as(mode: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess
     ids=[*MODES, "no-net-admin-xdist"],
 )
 def test_pytest_stops_with_one_sentence_and_exit_4(mode: str, xdist, workdir: Path) -> None:
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist, "."]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        NO_HYPOTHESIS,
+        *xdist,
+        ".",
+    ]
     proc = run_as(mode, argv, workdir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, out
@@ -135,7 +150,18 @@ def test_a_bpf_only_gap_skips_the_bpf_features_and_runs_the_rest(tmp_path: Path)
     argv = [
         *("unshare", "--user", "--map-root-user", "--net", "--mount", "--"),
         *("sh", "-c", setup, "userns"),
-        *(sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "."),
+        *(
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            NO_HYPOTHESIS,
+            ".",
+        ),
     ]
     proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr
