@@ -127,7 +127,13 @@ class Injector:
         return self.fd
 
     def close(self) -> None:
+        """Close the TUN. While its namespace is open the device goes with it, as the user
+        asked; when the namespace itself is closing, the persistent device is left to the
+        namespace's own (asynchronous) teardown instead of being unregistered here."""
         if self.fd is not None:
+            if not self.ns.closed:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(self.fd, TUNSETPERSIST, 0)
             os.close(self.fd)
             self.fd = None
 
