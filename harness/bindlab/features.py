@@ -143,6 +143,22 @@ def _proto(number: int, kconfig: str) -> Callable[[NetNS], str]:
     return probe
 
 
+def _mptcp_port_range(ns: NetNS) -> str:
+    _proto(262, "CONFIG_MPTCP, or net.mptcp.enabled=0")(ns)
+    with ns.enter():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    with s:
+        try:
+            s.setsockopt(
+                socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", 40511 << 16 | 40000)
+            )
+        except OSError as e:
+            raise OSError(
+                e.errno, "setsockopt(SOL_IP, IP_LOCAL_PORT_RANGE=51) on an MPTCP socket"
+            ) from None
+    return "IP_LOCAL_PORT_RANGE on an MPTCP socket ok"
+
+
 @functools.cache
 def _libbpf() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("bpf")
@@ -236,6 +252,7 @@ PROBES: dict[str, tuple[str, Callable[[NetNS], str]]] = {
     ),
     "IP_LOCAL_PORT_RANGE": ("IP_LOCAL_PORT_RANGE (6.3)", _port_range),
     "MPTCP": ("MPTCP sockets (5.6)", _proto(262, "CONFIG_MPTCP, or net.mptcp.enabled=0")),
+    "MPTCP_LOCAL_PORT_RANGE": ("IP_LOCAL_PORT_RANGE on MPTCP sockets", _mptcp_port_range),
     "SCTP": ("SCTP sockets", _proto(socket.IPPROTO_SCTP, "CONFIG_IP_SCTP")),
     "TUN": ("TUN devices (injection)", _tun),
     "LINK_DUMMY": ("dummy links (CONFIG_DUMMY)", _link("dummy")),
