@@ -17,6 +17,7 @@ import time
 
 from bindlab import Flow, Namespace
 from bindlab.bpf.why import disagreement
+from bindlab.flow import RESERVED_VERDICTS
 
 
 def flows_for(round_: int, n: int, proto: str, port: int) -> list[Flow]:
@@ -33,7 +34,7 @@ def one(ns: Namespace, flows: list[Flow], evidence: bool) -> float:
     t = time.perf_counter()
     res = ns.probe(flows, evidence=evidence)
     dt = time.perf_counter() - t
-    bad = [f for f, v in res.items() if v.isupper()]
+    bad = [f for f, v in res.items() if v in RESERVED_VERDICTS]
     if bad:
         raise SystemExit(f"{len(bad)} flows got no socket, e.g. {bad[0]}: {res[bad[0]]}")
     if evidence:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from bindlab import features
 from bindlab.bpf.why import Evidence, disagreement
-from bindlab.flow import ICMP, RST
+from bindlab.flow import ICMP, RESERVED_VERDICTS, RST
 from bindlab.namespace import Namespace
 from bindlab.probe import Verdicts
 from bindlab.scenario.load import load
@@ -63,7 +63,7 @@ def test_evidence_names_the_verdicts_socket_for_every_flow(path: Path, family: s
             assert ev.no_socket, f"{flow}: {verdict} without a no-socket record: {ev}"
             assert ev.fields["reason"] == "NO_SOCKET"
             checked += 1
-        elif not verdict.isupper():  # a label
+        elif verdict not in RESERVED_VERDICTS:  # a label
             assert not ev.missing, f"{flow}: {ev}"
             assert ev.socket == verdict, f"{flow}: verdict {verdict}, evidence {ev}"
             checked += 1
@@ -154,7 +154,7 @@ def test_exact_wildcard_and_connected(family: str) -> None:
     res, _ = probe_file("specific_vs_wildcard.toml", family)
     for flow, verdict in res.items():
         ev = res.evidence[flow]
-        if ev.missing or ev.no_socket or verdict.isupper():
+        if ev.missing or ev.no_socket or verdict in RESERVED_VERDICTS:
             continue
         kind = {"spec": "exact ", "wild": "wildcard ", "udp-spec": "exact "}.get(verdict)
         kind = kind or {"udp-wild": "wildcard ", "udp-conn": "connected "}[verdict]
@@ -234,6 +234,7 @@ def test_disagreement() -> None:
     assert disagreement(RST, won) is not None
     assert disagreement("web", none) is not None
     assert disagreement("web", Evidence(None, missing="EVIDENCE_UDP unavailable")) is None
+    assert disagreement("A", none) is not None  # an upper-case label is still a label
 
 
 FAILING = """\

@@ -163,6 +163,7 @@ class Namespace(NetNS):
     def distribution(self, flows: Iterable[str | Flow], **kw: Any) -> dict[str, int]:
         """Count verdicts per label over many flows (for SO_REUSEPORT groups)."""
         self.injector  # noqa: B018
+        kw.setdefault("evidence", self.evidence)
         return probe.distribution(self, flows, **kw)
 
     @property

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from bindlab.bpf import evidence as kernel
 from bindlab.errors import FeatureMissing, HarnessError
-from bindlab.flow import ICMP, RST, Flow
+from bindlab.flow import ICMP, RESERVED_VERDICTS, RST, Flow
 from bindlab.netns import StashKey
 from bindlab.sockets import labels
 
@@ -82,7 +82,7 @@ def disagreement(verdict: str, ev: Evidence) -> str | None:
 
     A labelled verdict must be the socket the kernel chose; RST and ICMP must be a lookup
     that found no socket. Other verdicts (NONE, UNLABELLED) are not checked."""
-    if ev.missing or verdict.isupper():
+    if ev.missing or verdict in RESERVED_VERDICTS:
         if verdict in (RST, ICMP) and not ev.missing and not ev.no_socket:
             return f"verdict {verdict} but the kernel chose {ev.socket}: {ev}"
         return None
