@@ -89,3 +89,51 @@ def test_non_string_is_a_clear_error() -> None:
 )
 def test_endpoint(ip: object, port: int, text: str) -> None:
     assert endpoint(ip, port) == text
+
+
+# -- bounded, linear parsing (issue 10, item 7) ------------------------------------------
+
+
+def test_a_long_flow_is_refused_by_its_length_not_parsed() -> None:
+    # The old regex backtracked over every '->' (20 s for this one); now the length bound
+    # answers first, and the message shows the start of the flow, not all 60 KB of it.
+    text = "tcp " + "a->" * 20000 + " x y"
+    with pytest.raises(FlowSyntaxError, match=r"60008 characters; a flow has at most 256") as e:
+        Flow.parse(text)
+    assert len(str(e.value)) < 300
+
+
+def test_many_arrows_within_the_bound_are_one_clear_error() -> None:
+    with pytest.raises(FlowSyntaxError, match="more than one '->'"):
+        Flow.parse("tcp " + "a->" * 80 + " x y")
+
+
+@pytest.mark.parametrize("digits", [6, 300, 4400])
+def test_a_port_of_many_digits_is_a_flow_syntax_error(digits: int) -> None:
+    # int() refuses strings over 4300 digits with a plain ValueError; the parser never
+    # calls it on more than five
+    text = f"tcp 198.18.0.1:{'1' * digits} -> 192.0.2.1:80"
+    with pytest.raises(FlowSyntaxError, match=r"source port|at most 256"):
+        Flow.parse(text)
+
+
+# -- strict spellings (issue 10, item 8) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("tcp [fe80::1%eth0]:1 -> [fe80::2]:80", "zone ids"),
+        ("tcp [fe80::1]:1 -> [fe80::2%1]:80", "zone ids"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev ..", "invalid interface name '..'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev .", "invalid interface name '.'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev a:b", "invalid interface name 'a:b'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev a/b", "invalid interface name 'a/b'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 dev in1 x", "unexpected 'dev in1 x'"),
+        ("tcp 198.18.0.1:1 -> 192.0.2.1:80 via in1", "unexpected 'via in1'"),
+    ],
+)
+def test_lenient_spellings_are_refused(text: str, culprit: str) -> None:
+    with pytest.raises(FlowSyntaxError) as e:
+        Flow.parse(text)
+    assert culprit in str(e.value)

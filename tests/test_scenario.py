@@ -218,7 +218,7 @@ def test_bad_files_get_one_clear_error(text: str, message: str) -> None:
 
 
 def test_bytes_that_are_not_utf8() -> None:
-    assert _error(b"name = \xff\n").startswith("bad.toml: not UTF-8 text")  # type: ignore[arg-type]
+    assert _error(b"name = \xff\n").startswith("bad.toml:1: not UTF-8 text")  # type: ignore[arg-type]
 
 
 def test_a_missing_file() -> None:

@@ -160,3 +160,43 @@ def test_only_declared_or_configured_toml_files_are_scenarios(
     p = run_pytest("--collect-only", "-q", cwd=tmp_path)
     assert "mine/split.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
     assert "foo.toml" not in p.stdout
+
+
+@pytest.mark.privileged
+def test_a_setup_error_is_one_line_at_the_scenario_and_the_report_shows_it(
+    tmp_path: Path,
+) -> None:
+    # It was 539 lines of pytest and pluggy internals, and `bindlab report` showed the
+    # reason as ".../collect.py:106: ScenarioRunError"
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    broken = FILE.replace("[setup]", '[setup]\nsysctls = { "net.ipv4.no_such_key" = 1 }')
+    (d / "broken.toml").write_text(broken)
+    opt_in(tmp_path, "scenarios")
+    results = tmp_path / "results.json"
+    p = pytest_run(str(d), f"--bindlab-results={results}", cwd=tmp_path)
+    assert p.returncode == 1, p.stdout
+    why = (
+        "scenario setup failed: HarnessError: scenarios/broken.toml: setup.sysctls "
+        "net.ipv4.no_such_key = 1: SysctlError: unknown sysctl 'net.ipv4.no_such_key': "
+        "no /proc/sys/net/ipv4/no_such_key in this network namespace"
+    )
+    errors = [line for line in p.stdout.splitlines() if why in line]
+    # each of the 3 rows: one line at its own location in the file, nothing else
+    assert [e.split(": ")[0] for e in errors] == [
+        "scenarios/broken.toml:9",
+        "scenarios/broken.toml:15",
+        "scenarios/broken.toml:16",
+    ], p.stdout
+    assert "Traceback" not in p.stdout and "pluggy/" not in p.stdout and "_pytest/" not in p.stdout
+    assert len(p.stdout.splitlines()) < 25, p.stdout
+    tests = json.loads(results.read_text())["tests"]
+    assert {t["outcome"] for t in tests.values()} == {"error"}
+    assert all(why in t["reason"] for t in tests.values()), tests
+    report = subprocess.run(
+        [sys.executable, "-m", "bindlab", "report", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert why in report.stdout and "collect.py" not in report.stdout, report.stdout

@@ -27,8 +27,9 @@ class FlowSyntaxError(ConfigError):
     """A flow string that does not parse."""
 
     def __init__(self, text: str, reason: str) -> None:
+        shown = repr(text) if len(text) <= 120 else f"{text[:60]!r}... ({len(text)} characters)"
         super().__init__(
-            f"bad flow {text!r}: {reason} "
+            f"bad flow {shown}: {reason} "
             "(expected 'PROTO SRC:PORT -> DST:PORT [dev IFACE]', IPv6 as [ADDR]:PORT)"
         )
         self.text = text

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from bindlab import rtnl
 from bindlab.errors import ConfigError, HarnessError, SysctlError
-from bindlab.flow import IFNAME
+from bindlab.flow import check_ifname, parse_interface, parse_network
 from bindlab.netns import StashKey
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ _LINKS: StashKey[dict[str, Link]] = StashKey("links")
 _RTNL: StashKey[rtnl.Rtnl] = StashKey("rtnl")
 
 IFA_F_NODAD = 0x02  # <linux/if_addr.h>
-IFNAMSIZ = 16  # <linux/if.h>, including the NUL
 IFF_UP = 0x1  # <linux/if.h>
 RTN_LOCAL = 2  # <linux/rtnetlink.h>
 ADDR_WAIT = 2.0  # s: how long add_addr waits for an address's local route
@@ -40,7 +39,7 @@ EOPNOTSUPP = 95
 # ifb is the closest to dummy: NOARP, carrier up, drops what it transmits.
 STAND_INS = {"dummy": "ifb"}
 KINDS = {"dummy", "ifb", "veth", "vrf", "bridge", "macvlan", "vxlan"}
-_SYSCTL_KEY = re.compile(r"^net(\.[A-Za-z0-9_-]+)+$")
+_SYSCTL_KEY = re.compile(r"net(\.[A-Za-z0-9_-]+)+\Z")
 
 
 @dataclass
@@ -68,17 +67,9 @@ def links(ns: NetNS) -> dict[str, Link]:
 def parse_prefix(text: str, what: str = "prefix") -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """Parse ``ADDR/LEN`` (host bits must be clear) or a bare address, naming the culprit."""
     try:
-        return ipaddress.ip_network(text, strict=True)
+        return parse_network(text, strict=True)
     except ValueError as e:
         raise ConfigError(f"invalid {what} {text!r}: {e}") from None
-
-
-def check_ifname(name: str) -> str:
-    if not isinstance(name, str) or not IFNAME.match(name) or name in {".", ".."}:
-        raise ConfigError(
-            f"invalid interface name {name!r}: 1-{IFNAMSIZ - 1} characters of [A-Za-z0-9_.:-]"
-        )
-    return name
 
 
 def rtnetlink(ns: NetNS) -> rtnl.Rtnl:
@@ -152,7 +143,7 @@ def add_addr(ns: NetNS, dev: str, cidr: str, wait: float = ADDR_WAIT) -> None:
     families (IPv4's is there at once: one extra netlink round trip).
     """
     try:
-        iface = ipaddress.ip_interface(cidr)
+        iface = parse_interface(cidr)
     except ValueError as e:
         raise ConfigError(f"invalid address {cidr!r} for {dev}: {e}") from None
     rtnetlink(ns).addr_add(
@@ -206,7 +197,7 @@ def add_link(ns: NetNS, name: str, kind: str = "dummy", addrs: Sequence[str] = (
         raise ConfigError(f"unknown link kind {kind!r} for {name!r}; known: {sorted(KINDS)}")
     for cidr in addrs:  # validate everything before touching the kernel
         try:
-            ipaddress.ip_interface(cidr)
+            parse_interface(cidr)
         except ValueError as e:
             raise ConfigError(f"invalid address {cidr!r} for link {name!r}: {e}") from None
     made, why = kind, None

@@ -294,23 +294,27 @@ def _discard_queued(fd: int) -> None:
 def _batches(keys: list[Key], size: int) -> list[list[int]]:
     """Split indices into ``keys`` into batches of at most ``size`` in which no key repeats.
 
-    First fit, in order: each goes to the first batch that has room and lacks its key.
-    Batches before ``open_`` are full, so with distinct keys this is one step per key.
+    First fit, in order: each goes to the first batch that has room and lacks its key. A
+    key's occurrences land in ever later batches (a batch it skipped stays full or keeps the
+    key), so the search starts after the key's last batch and skips full batches through
+    ``free``, a union-find "next batch with room" pointer: linear overall (amortised, path
+    halving), however many flows share a client.
     """
     batches: list[list[int]] = []
-    seen: list[set[Key]] = []
-    open_ = 0
+    last: dict[Key, int] = {}  # the batch each key went to last
+    free = [0]  # free[b] == b: batch b has room (b == len(batches): a new one); else look later
     for i, k in enumerate(keys):
-        b = open_
-        while b < len(batches) and (len(batches[b]) >= size or k in seen[b]):
-            b += 1
+        b = last.get(k, -1) + 1
+        while free[b] != b:  # skip full batches, halving the path as we go
+            free[b] = free[free[b]]
+            b = free[b]
         if b == len(batches):
             batches.append([])
-            seen.append(set())
+            free.append(b + 1)
         batches[b].append(i)
-        seen[b].add(k)
-        while open_ < len(batches) and len(batches[open_]) >= size:
-            open_ += 1
+        last[k] = b
+        if len(batches[b]) >= size:
+            free[b] = b + 1
     return batches
 
 

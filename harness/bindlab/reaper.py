@@ -17,7 +17,7 @@ RUN_NETNS = os.environ.get("BINDLAB_NETNS_DIR", "/run/netns")
 NAME_PREFIX = "bl-"
 MNT_DETACH = 0x2  # <linux/mount.h>
 
-_NAME = re.compile(rf"^{re.escape(NAME_PREFIX)}(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]+$")
+_NAME = re.compile(rf"^{re.escape(NAME_PREFIX)}(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]+\Z")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import socket
 from typing import Any
 
 from bindlab.errors import ConfigError, FeatureMissing, errname
-from bindlab.flow import RESERVED_VERDICTS
+from bindlab.flow import RESERVED_VERDICTS, parse_ip
 from bindlab.netns import NetNS, StashKey
 from bindlab.sockopts import (  # noqa: F401 - re-exported: where callers have found them
     IP_BIND_ADDRESS_NO_PORT,
@@ -47,12 +46,16 @@ def parse_addr(text: str) -> tuple[int, Address]:
     else:
         host, _, port_s = text.rpartition(":")
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"bad socket address {text!r}: {host!r} is not an IP address") from None
+        ip = parse_ip(host)
+    except ConfigError as e:
+        why = str(e) if "%" in host else f"{host!r} is not an IP address"
+        raise ConfigError(f"bad socket address {text!r}: {why}") from None
     if text.startswith("[") != (ip.version == 6):
         raise ConfigError(f"bad socket address {text!r}: IPv6 goes in brackets, IPv4 does not")
-    if not (port_s.isascii() and port_s.isdigit()) or not 0 <= int(port_s) <= 65535:
+    if (
+        not (0 < len(port_s) <= 5 and port_s.isascii() and port_s.isdigit())
+        or not 0 <= int(port_s) <= 65535
+    ):
         raise ConfigError(f"bad socket address {text!r}: port {port_s!r} is not in 0-65535")
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
     return family, (str(ip), int(port_s))

@@ -90,9 +90,14 @@ def _ifname(v: Any) -> bytes:
     return v.encode()
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # what an int-valued option can carry (C int)
+
+
 def _int(v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise ConfigError(f"expected an integer, got {v!r}")
+    if not INT_MIN <= v <= INT_MAX:  # the kernel gets a C int: anything wider cannot be sent
+        raise ConfigError(f"{v} does not fit a C int ({INT_MIN} to {INT_MAX})")
     return v
 
 

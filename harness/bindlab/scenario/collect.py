@@ -40,10 +40,6 @@ class ScenarioFailure(AssertionError):
     """A row whose observed verdict, errno or port is not the expected one."""
 
 
-class ScenarioRunError(Exception):
-    """The scenario could not be set up, so this row was never observed."""
-
-
 def is_scenario_file(file_path: Path, configured: list[Path]) -> bool:
     """Whether ``file_path`` declares itself a scenario file or lies under ``configured``."""
     if file_path.suffix != ".toml":
@@ -129,8 +125,8 @@ class ScenarioItem(pytest.Item):
             self.user_properties.append((ERRNOS_PROPERTY, {row.name: row.expected}))
         if row.status == SKIP:
             pytest.skip(row.detail)
-        if row.status == ERROR:
-            raise ScenarioRunError(f"{self.where(row)}: scenario setup failed: {row.detail}")
+        if row.status == ERROR:  # one line at the scenario's location, not pytest's traceback
+            pytest.fail(f"{self.where(row)}: scenario setup failed: {row.detail}", pytrace=False)
         self.user_properties.append((VERDICTS_PROPERTY, [(row.name, row.observed)]))
         if row.evidence:
             self.user_properties.append((EVIDENCE_PROPERTY, [(row.name, row.evidence)]))
@@ -150,7 +146,7 @@ class ScenarioItem(pytest.Item):
         return f"{self.file.scenario.path}:{row.line}" if row.line else self.file.scenario.path
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
-        if isinstance(excinfo.value, ScenarioFailure | ScenarioRunError):
+        if isinstance(excinfo.value, ScenarioFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 

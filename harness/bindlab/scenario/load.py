@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import difflib
 import errno as _errno
-import ipaddress
 import re
-import tomllib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,11 @@ from typing import Any
 from bindlab import features
 from bindlab.errors import ConfigError
 from bindlab.families import FAMILIES
-from bindlab.flow import RESERVED_VERDICTS, Flow
+from bindlab.flow import RESERVED_VERDICTS, Flow, parse_interface, parse_network
+from bindlab.inject import DEFAULT_INJECTOR
 from bindlab.net import KINDS, check_ifname, sysctl_path
 from bindlab.programs import wanted
+from bindlab.scenario import bounds
 from bindlab.scenario.model import (
     OK,
     AddrSpec,
@@ -57,7 +58,10 @@ class _Checker:
     def fail(self, where: str, problem: str) -> ScenarioError:
         line = self.locate(where)
         at = f"{self.path}:{line}" if line else self.path
-        return ScenarioError(f"{at}: {where}: {problem}" if where else f"{at}: {problem}")
+        shown = _one_line(where, 120)
+        return ScenarioError(
+            _one_line(f"{at}: {shown}: {problem}" if where else f"{at}: {problem}")
+        )
 
     def header_line(self, table: str, index: int) -> int | None:
         """The line of the ``index``-th ``[[table]]`` header, if there is one."""
@@ -77,6 +81,11 @@ class _Checker:
                 return n + 1
         return head or None
 
+    def any_key_line(self, key: str) -> int | None:
+        """The first line assigning ``key`` (bare or quoted) anywhere in the file."""
+        pat = re.compile(rf'^\s*"?{re.escape(key)}"?\s*=')
+        return next((n for n, ln in enumerate(self.lines, 1) if pat.match(ln)), None)
+
     def locate(self, where: str) -> int | None:
         """The line of a key path such as ``socket[2].bind`` or ``expect."FLOW"``."""
         if m := re.match(r"^(socket|dispatch|program)\[(\d+)\](?:\.(\w+))?", where):
@@ -90,7 +99,7 @@ class _Checker:
                 for q, n in found:
                     if q:
                         self._quoted.setdefault(q[1], n)
-            return self._quoted.get(m[1])
+            return self._quoted.get(m[1]) or self.any_key_line(m[1])
         if m := re.match(r"^setup\.(\w+)", where):
             pat = re.compile(r"^\s*\[\s*setup\s*\]")
             return self.key_line(
@@ -119,6 +128,15 @@ class _Checker:
             else:
                 out[k] = default
         return out
+
+
+def _one_line(text: str, limit: int = 0) -> str:
+    """``text`` with control characters escaped (one line), cut to ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return (
+        text if not limit or len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
+    )
 
 
 Conv = Callable[[_Checker, Any, str], Any]
@@ -183,7 +201,9 @@ def _endpoint(text: str) -> tuple[str, int, tuple[Any, ...]]:
 def _net_port(text: str) -> tuple[tuple[str, int], int]:
     """``PREFIX:PORT`` (``[PREFIX]:PORT`` for IPv6) -> ((prefix, port), family)."""
     net, sep, port = text[1:].partition("]:") if text.startswith("[") else text.rpartition(":")
-    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not 0 < len(port) <= 5 or not port.isascii() or not port.isdigit():
+        raise ValueError(f"bad prefix bind {text!r}: needs a port 1-65535 after ':'")
+    if not 0 < int(port) < 65536:
         raise ValueError(f"bad prefix bind {text!r}: needs a port 1-65535 after ':'")
     prefix = _net(net)
     if text.startswith("[") != (":" in prefix):
@@ -193,13 +213,19 @@ def _net_port(text: str) -> tuple[tuple[str, int], int]:
 
 def _net(text: str) -> str:
     try:
-        return str(ipaddress.ip_network(text, strict=True))
+        return str(parse_network(text, strict=True))
     except ValueError as e:
         raise ValueError(f"bad prefix {text!r}: {e}") from None
 
 
+def _name(text: str) -> str:
+    if not text or not text.isprintable() or len(text) > 100:
+        raise ValueError(f"bad name {_one_line(text, 60)!r}: 1-100 printable characters, one line")
+    return text
+
+
 _prefix = _parsed(_net, "a prefix like '192.0.2.0/24' (host bits clear)")
-_iface = _parsed(lambda t: str(ipaddress.ip_interface(t)), "an address like '203.0.113.1/24'")
+_iface = _parsed(lambda t: str(parse_interface(t)), "an address like '203.0.113.1/24'")
 _ifname = _parsed(check_ifname, "an interface name")
 _addr = _parsed(_endpoint, "'IP:PORT' or '[IPv6]:PORT', port 0-65535")
 
@@ -299,7 +325,7 @@ DISPATCH: Spec = {
     "port": (_port_or_any, None),
 }  # fmt: skip
 TOP: Spec = {
-    "name": (_str, None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
+    "name": (_parsed(_name, "the scenario's name"), None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
     "requires": (_list(_choice(*features.PROBES)), ()), "families": (_list(_choice(*FAMILIES)), ()),
     "evidence": (_bool, False),
     "setup": (_table(SetupSpec, SETUP), SetupSpec()),
@@ -394,6 +420,21 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
     return SocketSpec(**{**s, **sockaddrs, "family": family, "line": c.header_line("socket", i)})
 
 
+def _check_links(c: _Checker, sockets: tuple[SocketSpec, ...], setup: SetupSpec) -> None:
+    """A link named by ``bindtoifindex`` must be one the scenario has (its index is looked up)."""
+    known = {"lo", DEFAULT_INJECTOR, *(i.name for i in setup.injectors)}
+    for link in setup.links:
+        known.update((link.name, f"{link.name}-p") if link.kind == "veth" else (link.name,))
+    for i, sock in enumerate(sockets):
+        name = dict(sock.options).get("bindtoifindex")
+        if isinstance(name, str) and name not in known:
+            raise c.fail(
+                f"socket[{i}].options",
+                f"bindtoifindex = {name!r} names no link of this scenario; "
+                f"known: {', '.join(sorted(known))} (or give an ifindex number)",
+            )
+
+
 def _expectations(
     c: _Checker, d: Any, labels: set[str], injectors: set[str], programs: tuple[str, ...] = ()
 ) -> tuple[ExpectSpec, ...]:
@@ -418,41 +459,48 @@ def _expectations(
 
 def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
     """Parse scenario TOML ``text`` (from ``path``, named in messages) into a :class:`Scenario`."""
+    bounds.check_size(text, path)
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ScenarioError(f"{path}: not UTF-8 text: {e}") from None
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise ScenarioError(f"{path}:{line}: not UTF-8 text: {e}") from None
     c = _Checker(path, text)
-    try:
-        data = c.record(tomllib.loads(text), "", TOP)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{path}: TOML syntax error: {e}") from None
+    parsed = bounds.parse(text, path)
+    bounds.check_data(parsed, c.fail)
+    data = c.record(parsed, "", TOP)
     setup: SetupSpec = data["setup"]
     names = [*(x.name for x in setup.links), *(x.name for x in setup.injectors)]
-    if dup := next((n for n in names if names.count(n) > 1 or n == "blinj0"), None):
+    counts = Counter(names)
+    if dup := next((n for n in names if counts[n] > 1 or n == DEFAULT_INJECTOR), None):
         raise c.fail(
             "setup", f"link/injector name {dup!r} is taken (twice, or the default injector's)"
         )
     sockets = tuple(_socket(c, i, s) for i, s in enumerate(data["socket"]))
-    labels = [s.label for s in sockets]
-    if dup := next((x for x in labels if labels.count(x) > 1), None):
-        i = labels.index(dup, labels.index(dup) + 1)
-        raise c.fail(f"socket[{i}].label", f"label {dup!r} is used by another socket already")
+    _check_links(c, sockets, setup)
+    labels: dict[str, int] = {}
+    for i, sock in enumerate(sockets):
+        if labels.setdefault(sock.label, i) != i:
+            raise c.fail(
+                f"socket[{i}].label", f"label {sock.label!r} is used by another socket already"
+            )
     for i, spec in enumerate(sockets):
-        if spec.bind_port_of is not None and spec.bind_port_of not in labels[:i]:
-            _choice(*labels[:i])(c, spec.bind_port_of, f"socket[{i}].bind_port_of")
+        if spec.bind_port_of is not None and labels.get(spec.bind_port_of, i) >= i:
+            _choice(*list(labels)[:i])(c, spec.bind_port_of, f"socket[{i}].bind_port_of")
     dispatch = []
     for i, b in enumerate(data["dispatch"]):
         binding = DispatchSpec(
             **c.record(b, f"dispatch[{i}]", DISPATCH), line=c.header_line("dispatch", i)
         )
-        _choice(*labels)(c, binding.label, f"dispatch[{i}].label")
+        if binding.label not in labels:
+            _choice(*labels)(c, binding.label, f"dispatch[{i}].label")
         dispatch.append(binding)
     programs = _programs(c, data["program"], list(labels))
-    labels += [lbl for p in programs for _, lbl in p.labels]
+    verdicts = {*labels, *(lbl for p in programs for _, lbl in p.labels)}
     expect = _expectations(
-        c, data["expect"], set(labels), {i.name for i in setup.injectors},
+        c, data["expect"], verdicts, {i.name for i in setup.injectors},
         tuple(p.label for p in programs),
     )  # fmt: skip
     if not expect and not any(s.checked for s in sockets):
@@ -477,7 +525,8 @@ def load(path: str | Path, shown: str | None = None) -> Scenario:
     """Read and parse one scenario file (named ``shown`` in messages, if given)."""
     shown = shown or str(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:  # read one byte past the bound, never a whole huge file
+            data = f.read(bounds.MAX_FILE_BYTES + 1)
     except OSError as e:
         raise ScenarioError(f"{shown}: cannot read: {e.strerror}") from None
     return load_text(data, shown)

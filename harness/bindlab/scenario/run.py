@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import resource
 import select
 import socket
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bindlab import features
-from bindlab.errors import HarnessError, SockOptError, errname
+from bindlab.errors import ConfigError, HarnessError, SockOptError, errname
 from bindlab.namespace import Namespace
 from bindlab.results import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
 from bindlab.scenario import programs
@@ -162,7 +163,12 @@ def prepared(
         made: dict[str, socket.socket] = {}
         steps: dict[str, tuple[str, str]] = {}
         for i, spec in enumerate(sc.sockets):
-            sock, observed, call = make(ns, spec, prefix_optname, made)
+            try:
+                sock, observed, call = make(ns, spec, prefix_optname, made)
+            except (ConfigError, OSError) as e:  # not the kernel's answer to a step: the file's
+                raise HarnessError(
+                    f"{sc.path}:{spec.line}: socket[{i}] {spec.label!r}: {_why(sc, e)}"
+                ) from e
             if spec.checked:
                 steps[spec.step] = (observed, call)
             elif sock is None:
@@ -192,6 +198,18 @@ def _contradiction(row: Row, ev: Any) -> str:
         return row.detail
     row.status = FAIL
     return f"evidence contradicts the verdict: {why}"
+
+
+def _why(sc: Scenario, e: BaseException) -> str:
+    """``e`` as one line; running out of file descriptors says which limit and how many."""
+    if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (
+            f"{errname(e)}: out of file descriptors: {len(sc.sockets)} sockets plus the probe's "
+            f"exceed RLIMIT_NOFILE = {soft} (raise it with `ulimit -n`, or split the file)"
+        )
+    text = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return f"{type(e).__name__}: {text}"
 
 
 def _packets(trace: list[tuple[str, bytes]]) -> str:
@@ -257,6 +275,6 @@ def run(
     except Exception as e:  # setup failed (a kernel refusal, a netlink error): every row errs
         for r in rows:
             if not r.status:
-                r.status, r.detail = ERROR, f"{type(e).__name__}: {e}"
+                r.status, r.detail = ERROR, _why(sc, e)
     result.seconds = time.monotonic() - t0
     return result
