@@ -135,7 +135,7 @@ ROW = '[expect]\n"tcp 198.18.0.1:1 -> 192.0.2.1:80" = "a"\n'
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('name = "x\n', "bad.toml: TOML syntax error: "),
+        ('name = "x\n', "bad.toml:1: TOML syntax error: "),
         ("x = 1\n" + SOCK + ROW, "bad.toml:1: x: unknown key 'x'; expected one of: name,"),
         (
             SOCK.replace("label", "lable") + ROW,

@@ -50,7 +50,9 @@ def parse(text: str, path: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{path}: TOML syntax error: {e}") from None
+        m = re.search(r"\(at line (\d+), column \d+\)$", str(e))
+        line = m[1] if m else text.count("\n") + 1  # else "(at end of document)"
+        raise ScenarioError(f"{path}:{line}: TOML syntax error: {e}") from None
     except ValueError as e:  # int() of over 4300 digits (sys.get_int_max_str_digits())
         m = re.search(r"[0-9_]{300,}", text)
         if m is None:

@@ -56,11 +56,12 @@ class _Checker:
         self._quoted: dict[str, int] | None = None
 
     def fail(self, where: str, problem: str) -> ScenarioError:
+        """The error for ``problem`` at key path ``where``: one line, of bounded length."""
         line = self.locate(where)
         at = f"{self.path}:{line}" if line else self.path
-        shown = _one_line(where, 120)
+        problem = _one_line(problem, 300)
         return ScenarioError(
-            _one_line(f"{at}: {shown}: {problem}" if where else f"{at}: {problem}")
+            f"{at}: {_one_line(where, 120)}: {problem}" if where else f"{at}: {problem}"
         )
 
     def header_line(self, table: str, index: int) -> int | None:
@@ -88,6 +89,18 @@ class _Checker:
 
     def locate(self, where: str) -> int | None:
         """The line of a key path such as ``socket[2].bind`` or ``expect."FLOW"``."""
+        return self._locate(where) or self._anywhere(where)
+
+    def _anywhere(self, where: str) -> int | None:
+        """The first line assigning, or opening a table of, the path (or its first key)."""
+        for key in (where, re.split(r"[.\[]", where, maxsplit=1)[0]):
+            if key:
+                pat = re.compile(rf'^\s*(?:\[\[?\s*)?"?{re.escape(key)}"?\s*[=.\]]')
+                if hit := next((n for n, ln in enumerate(self.lines, 1) if pat.match(ln)), None):
+                    return hit
+        return None
+
+    def _locate(self, where: str) -> int | None:
         if m := re.match(r"^(socket|dispatch|program)\[(\d+)\](?:\.(\w+))?", where):
             head = self.header_line(m[1], int(m[2]))
             return self.key_line(m[3], head) if head and m[3] else head
