@@ -85,7 +85,11 @@ def test_a_binding_by_ingress_interface(netns: Namespace) -> None:
     netns.add_injector("in1", clients=["198.19.0.0/16"])
     on_in1 = netns.tcp_listener("127.0.0.1:8080", "via-in1")
     netns.tcp_listener("0.0.0.0:80", "regular")
-    sk_lookup(netns).bind("tcp", "192.0.2.0/24", 80, on_in1, ifindex="in1")
+    d = sk_lookup(netns)
+    d.bind("tcp", "192.0.2.0/24", 80, on_in1, ifindex="in1")
+    (b,) = d.bindings()
+    assert b.ifindex == netns.link_index("in1") and not b.no_reuseport
+    assert f"ifindex {b.ifindex} -> via-in1" in str(b)
     rows = {
         "tcp 198.19.0.1:40000 -> 192.0.2.1:80 dev in1": "via-in1",
         "tcp 198.18.0.1:40000 -> 192.0.2.1:80": "regular",  # came in on the default TUN

@@ -50,6 +50,8 @@ class Binding:
     labels: tuple[str, ...]  # its sockets' labels, in the order they are tried
     lookups: int  # flows it matched
     open: bool  # one of its sockets is still open (in the SOCKMAP)
+    no_reuseport: bool = False  # assigned with BPF_SK_LOOKUP_F_NO_REUSEPORT
+    ifindex: int = 0  # only flows that came in on this interface (0: any)
 
     @property
     def proto(self) -> str:
@@ -65,7 +67,10 @@ class Binding:
 
     def __str__(self) -> str:
         gone = "" if self.open else " (socket closed: drops)"
-        return f"{self.rule} -> {','.join(self.labels)} [{self.lookups} lookups]{gone}"
+        extra = (" no_reuseport" if self.no_reuseport else "") + (
+            f" ifindex {self.ifindex}" if self.ifindex else ""
+        )
+        return f"{self.rule}{extra} -> {','.join(self.labels)} [{self.lookups} lookups]{gone}"
 
 
 class _Slots:
@@ -132,6 +137,7 @@ class Dispatcher:
         self.closed = False
         self._lock = threading.Lock()
         self._rules: dict[Rule, tuple[int, list[int]]] = {}  # rule -> (counter, socket keys)
+        self._flags: dict[Rule, tuple[bool, int]] = {}  # rule -> (no_reuseport, ifindex)
         self._held: dict[int, _Held] = {}  # id(sock) -> held socket
         self._counters = _Slots(max_bindings, "binding")
         self._sockslots = _Slots(max_sockets, "socket")
@@ -245,6 +251,7 @@ class Dispatcher:
             )
             self._bindings.update(rule.key(), value, BPF_ANY)
             self._rules[rule] = (counter, [id(s) for s in socks])
+            self._flags[rule] = (no_reuseport, ifindex or 0)
             if old is not None:
                 for k in old[1]:
                     self._release(k)
@@ -256,6 +263,7 @@ class Dispatcher:
         with self._lock:
             self._check_open()
             entry = self._rules.pop(rule, None)
+            self._flags.pop(rule, None)
             if entry is None:
                 raise ConfigError(f"no binding {rule}; bound: {', '.join(map(str, self._rules))}")
             self._bindings.delete(rule.key())
@@ -273,7 +281,9 @@ class Dispatcher:
                 counter, ks = self._rules[rule]
                 held = [self._held[k] for k in ks]
                 alive = any(self._sockets.lookup(_U32.pack(h.slot)) is not None for h in held)
-                out.append(Binding(rule, tuple(h.label for h in held), self._count(counter), alive))
+                nr, ifindex = self._flags.get(rule, (False, 0))
+                labels_ = tuple(h.label for h in held)
+                out.append(Binding(rule, labels_, self._count(counter), alive, nr, ifindex))
         return out
 
     def kernel_rules(self) -> set[Rule]:
