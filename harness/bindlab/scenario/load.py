@@ -460,7 +460,8 @@ def _expectations(
         flow = _parsed(Flow.parse, "'PROTO SRC:PORT -> DST:PORT [dev IFACE]'")(c, text, at)
         verdicts = v if isinstance(v, list) and v else [v]
         for x in verdicts:
-            if x not in known and not x.startswith(tuple(f"{p}:" for p in programs)):
+            program_label = isinstance(x, str) and x.startswith(tuple(f"{p}:" for p in programs))
+            if x not in known and not program_label:
                 raise c.fail(at, f"{x!r} names no socket; expected one of: {', '.join(known)}")
         if flow.dev is not None and flow.dev not in injectors:
             raise c.fail(at, f"dev {flow.dev!r} is not an injector; add it to setup.injectors")
