@@ -3,12 +3,18 @@ takes every connection and datagram it can (it is frozen while a probe runs)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from bindlab import ConfigError, Namespace
 from bindlab.programs import ProgramError, program_socket
+from bindlab.results import PASS, SKIP
+from bindlab.scenario.load import ScenarioError, load_text
+from bindlab.scenario.run import run
 
 # A greedy server: binds what its arguments say (proto,ip,port[,reuseport]), optionally forks
 # a worker, then busily accepts every connection and reads every datagram it can, saying so.
@@ -160,3 +166,90 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# -- [[program]] in scenario files -------------------------------------------------------------
+
+PROGRAM_FILE = """
+[setup]
+local_routes = ["192.0.2.0/24"]
+
+[[program]]
+label = "srv"
+argv = {argv}
+package = "srv-package"
+wait_for = ["tcp 192.0.2.1:80"]
+labels = {{ "srv:192.0.2.1:80" = "web" }}
+
+[expect]
+"tcp 198.18.0.1:1000 -> 192.0.2.1:80" = "web"
+"udp 198.18.0.1:1000 -> 192.0.2.1:53" = "srv:192.0.2.1:53"
+"""
+
+
+def test_a_scenario_files_program_gets_its_verdicts() -> None:
+    argv = greedy("tcp,192.0.2.1,80", "udp,192.0.2.1,53")
+    sc = load_text(PROGRAM_FILE.format(argv=json.dumps(argv)), "srv.toml")
+    result = run(sc)
+    assert [(r.observed, r.status) for r in result.rows] == [
+        ("web", PASS),
+        ("srv:192.0.2.1:53", PASS),
+    ]
+
+
+def test_a_scenario_file_whose_program_is_missing_skips_with_the_package() -> None:
+    sc = load_text(PROGRAM_FILE.format(argv='["no-such-server", "-d"]'), "srv.toml")
+    result = run(sc)
+    assert {(r.status, r.detail) for r in result.rows} == {
+        (SKIP, "program 'srv': 'no-such-server' is not installed (apt-get install srv-package)")
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("package =", "pakage ="),
+            "srv.toml:8: program[0].pakage: unknown key 'pakage'; did you mean 'package'?",
+        ),
+        (('argv = ["x"]', "argv = []"), "srv.toml:7: program[0].argv: an empty command line"),
+        (('"tcp 192.0.2.1:80"]', '"sctp 192.0.2.1:80"]'), "program[0].wait_for[0]: wait_for 'sctp"),
+        (
+            ('= "srv:192.0.2.1:53"', '= "other:192.0.2.1:53"'),
+            "'other:192.0.2.1:53' names no socket",
+        ),
+    ],
+)
+def test_bad_program_tables_name_the_key(change: tuple[str, str], message: str) -> None:
+    text = PROGRAM_FILE.format(argv='["x"]').replace(*change)
+    with pytest.raises(ScenarioError) as e:
+        load_text(text, "srv.toml")
+    assert message in str(e.value)
+
+
+def test_a_failed_rows_detail_names_the_program_socket_it_got() -> None:
+    argv = greedy("tcp,192.0.2.1,80", "udp,192.0.2.1,53")
+    text = PROGRAM_FILE.format(argv=json.dumps(argv)).replace(
+        '-> 192.0.2.1:80" = "web"', '-> 192.0.2.1:80" = "RST"'
+    )
+    result = run(load_text(text, "srv.toml"))
+    (failed,) = [r for r in result.rows if r.status != PASS]
+    assert failed.observed == "web"
+    assert failed.detail.startswith("web: program srv, tcp 192.0.2.1:80, held by pid ")
+
+
+@pytest.mark.privileged
+def test_explain_names_the_program_and_its_socket(tmp_path: Path) -> None:
+    argv = greedy("tcp,192.0.2.1,80", "udp,192.0.2.1,53")
+    f = tmp_path / "srv.toml"
+    f.write_text(PROGRAM_FILE.format(argv=json.dumps(argv)))
+    flow = "udp 198.18.0.1:1000 -> 192.0.2.1:53"
+    p = subprocess.run(
+        [sys.executable, "-m", "bindlab", "explain", str(f), flow], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert any(ln.startswith("# program srv: pid ") for ln in lines)
+    assert "observed: srv:192.0.2.1:53" in lines
+    (sock,) = [ln for ln in lines if ln.startswith("socket:")]
+    assert sock.startswith("socket:   program srv, udp 192.0.2.1:53, held by pid ")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,6 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from bindlab import Flow, FlowSyntaxError
     from bindlab.packets import dissect
+    from bindlab.scenario import programs
     from bindlab.scenario.load import ScenarioError, load
     from bindlab.scenario.run import prepared, skip_reason
 
@@ -231,16 +233,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         with prepared(sc) as (ns, steps):
             verdict = ns.probe([flow], trace=trace, evidence=evidence)[flow]
+            held = programs.describe(ns, verdict)
+            started = [f"{p.label}: pid {p.pid}, {shlex.join(p.process.argv)}" for p in ns.programs]
     except Exception as e:  # a setup refusal: name it, no traceback
         _err(f"{sc.path}: setup failed: {type(e).__name__}: {e}")
         return FAILED
     print(f"# scenario {sc.name} ({sc.path})")
     for step, (observed, call) in steps.items():
         print(f"# socket {step}: {observed}{f' ({call})' if call else ''}")
+    for line in started:
+        print(f"# program {line}")
     print(f"flow:     {flow}")
     if expected is not None:
         print(f"expected: {expected.expected}   ({sc.path}:{expected.line})")
     print(f"observed: {verdict}")
+    if held:
+        print(f"socket:   {held}")
     _explain_evidence(evidence[flow])
     print("packets:")
     for direction, pkt in trace[flow]:

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bindlab.errors import ConfigError, HarnessError
 from bindlab.netns import NetNS, StashKey
@@ -179,11 +180,13 @@ def wanted(wait_for: Sequence[str]) -> list[tuple[str, str]]:
 class Program:
     """A program running inside a namespace, and the labelled sockets it holds."""
 
-    def __init__(self, label: str, process: Process) -> None:
+    def __init__(self, label: str, process: Process, ns: NetNS) -> None:
+        self.ns = ns
         self.label = label
         self.process = process
         self.sockets: list[ProgramSocket] = []
-        self.dups: list[socket.socket] = []  # this process's duplicates of its sockets
+        self.dups: dict[int, socket.socket] = {}  # inode -> this process's duplicate
+        self.rename: dict[str, str] = {}
 
     @property
     def pid(self) -> int:
@@ -201,9 +204,13 @@ class Program:
     def pids(self) -> list[int]:
         return self.process.pids()
 
+    def rescan(self, **kw: Any) -> Program:
+        """Label the sockets it bound since, forget those it closed: :func:`rescan`."""
+        return rescan(self.ns, self, **kw)
+
     def stop(self) -> None:
         """Kill the program and every process it started, close the duplicates (idempotent)."""
-        for sock in self.dups:
+        for sock in self.dups.values():
             sock.close()
         self.process.stop()
 
@@ -269,15 +276,38 @@ def spawn(
         raise ConfigError(f"program {label!r}: empty argv")
     want = wanted(wait_for)
     process = Process(argv, ns.path, pass_fds=(ns.fd,), env=env, workdir=workdir, files=files)
-    prog = Program(label, process)
+    prog = Program(label, process, ns)
+    prog.rename = dict(labels or {})
     programs(ns).append(prog)
     ns.defer(prog.stop)
     try:
         found = _wait_bound(ns, prog, want, timeout, settle)
-        prog.sockets = _adopt(ns, prog, found, dict(labels or {}))
+        prog.sockets = _adopt(ns, prog, found, dict(prog.rename))
     except BaseException:
         prog.stop()
         raise
+    return prog
+
+
+def rescan(
+    ns: NetNS,
+    prog: Program,
+    *,
+    wait_for: Sequence[str] = (),
+    timeout: float = 10.0,
+    settle: float = 0.2,
+) -> Program:
+    """Follow a program whose sockets changed since :func:`spawn` (a daemon binding the
+    addresses that appear, as dnsmasq's ``bind-dynamic`` does): wait as :func:`spawn` does,
+    label the new sockets, and drop (and close this process's duplicate of) those it closed,
+    so they count in no verdict."""
+    want = wanted(wait_for)
+    found = _wait_bound(ns, prog, want, timeout, settle)
+    for inode in [i for i in prog.dups if i not in found]:
+        prog.dups.pop(inode).close()
+    prog.sockets = [s for s in prog.sockets if s.inode in found]
+    new = _adopt(ns, prog, found, dict(prog.rename), skip={s.inode for s in prog.sockets})
+    prog.sockets += new
     return prog
 
 
@@ -320,8 +350,11 @@ def _wait_bound(
         time.sleep(POLL)
 
 
-def _adopt(ns: NetNS, prog: Program, found: Found, rename: dict[str, str]) -> list[ProgramSocket]:
-    """Duplicate and label every socket in ``found``; return their records."""
+def _adopt(
+    ns: NetNS, prog: Program, found: Found, rename: dict[str, str], skip: set[int] | None = None
+) -> list[ProgramSocket]:
+    """Duplicate and label every socket in ``found`` (but those in ``skip``, adopted
+    already); return their records. A ``rename`` key that names no socket is an error."""
     main = prog.pid
     groups: dict[tuple[str, str], list[tuple[tuple[int, int, int], int]]] = {}
     for inode, (proto, addr, holders) in found.items():
@@ -336,11 +369,13 @@ def _adopt(ns: NetNS, prog: Program, found: Found, rename: dict[str, str]) -> li
             name = f"{prog.label}:{addr}" + (f"#{k}" if len(members) > 1 else "")
             derived.append(name)
             label = check_label(rename.pop(name, name))
+            if skip and inode in skip:
+                continue
             sock = socket.socket(fileno=_pidfd_getfd(pid, fd))
-            prog.dups.append(sock)
+            prog.dups[inode] = sock
             label_socket(ns, sock, label)
             out.append(ProgramSocket(label, prog.label, proto, addr, inode, prog.process))
-    if rename:
+    if rename and skip is None:
         raise ConfigError(
             f"program {prog.label!r}: labels for sockets it does not hold: "
             f"{', '.join(sorted(rename))}; it holds {', '.join(derived)}"

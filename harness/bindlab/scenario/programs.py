@@ -7,7 +7,7 @@ import shutil
 
 from bindlab.errors import HarnessError
 from bindlab.namespace import Namespace
-from bindlab.programs import ProgramError
+from bindlab.programs import ProgramError, program_socket
 from bindlab.scenario.model import Scenario
 
 
@@ -30,3 +30,11 @@ def start(ns: Namespace, sc: Scenario) -> None:
             )  # fmt: skip
         except ProgramError as e:
             raise HarnessError(f"{sc.path}:{p.line}: program[{i}] {p.label!r}: {e}") from e
+
+
+def describe(ns: Namespace, verdict: str) -> str:
+    """For a verdict naming a program's socket: which program, socket and processes
+    (``program nginx, tcp 0.0.0.0:80, held by pid 12 (main), 14 (child), polled by 14``);
+    "" for any other verdict."""
+    sock = program_socket(ns, verdict)
+    return "" if sock is None else sock.describe()

@@ -271,7 +271,8 @@ def run(
                 trace: dict[Any, list[tuple[str, bytes]]] = {}
                 ns.probe([f for _, f in failed], trace=trace)
                 for r, f in failed:
-                    r.detail = _packets(trace[f])
+                    held = programs.describe(ns, r.observed)  # a real program's socket
+                    r.detail = (f"{r.observed}: {held}\n" if held else "") + _packets(trace[f])
     except Exception as e:  # setup failed (a kernel refusal, a netlink error): every row errs
         for r in rows:
             if not r.status:
