@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -120,26 +119,36 @@ def test_a_daemon_that_leaves_the_session_still_dies_with_its_cgroup(netns: Name
 
 
 CHILD_TEST = """
-    import pathlib, time
+    import pathlib, sys, time
+
+    # a server that forks a worker, as daemons do: both must die
+    SERVER = "import os, socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); " \\
+             "s.bind(('192.0.2.1', 53)); os.fork(); time.sleep(600)"
 
     def test_hang(netns):
         netns.add_local_route("192.0.2.0/24")
-        prog = netns.spawn(["socat", "UDP-RECVFROM:53,bind=192.0.2.1,fork", "-"], "dns")
-        pathlib.Path({marker!r}).write_text(f"{{prog.process.group.name}} {{' '.join(map(str, prog.pids()))}}")
+        prog = netns.spawn([sys.executable, "-c", SERVER], "dns")
+        assert len(prog.pids()) == 2
+        pathlib.Path({marker!r}).write_text(
+            prog.process.group.name + " " + " ".join(map(str, prog.pids())))
         time.sleep(120)
 """
 
 
 @pytest.mark.privileged
 def test_sigkilled_pytest_run_leaves_programs_only_until_the_reaper(tmp_path: Path) -> None:
-    if not any(os.access(os.path.join(d, "socat"), os.X_OK) for d in os.environ["PATH"].split(":")):
-        pytest.skip("socat is not installed (apt-get install socat)")
     marker = tmp_path / "name"
     (tmp_path / "test_child.py").write_text(textwrap.dedent(CHILD_TEST.format(marker=str(marker))))
+    # the child's groups, records and workdirs in places of its own: concurrent runs on this
+    # host reap leftovers of dead runs too, and would race this test's reap
+    cgdir, records, tmp = f"bindlab-test-{os.getpid()}", tmp_path / "procs", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "BINDLAB_CGROUP_DIR": cgdir, "BINDLAB_PROCS_DIR": str(records),
+           "TMPDIR": str(tmp)}  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )  # fmt: skip
     try:
         wait_for(lambda: marker.exists() and bool(marker.read_text()), "the child's program", 60)
@@ -147,13 +156,18 @@ def test_sigkilled_pytest_run_leaves_programs_only_until_the_reaper(tmp_path: Pa
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     name, *pids = marker.read_text().split()
-    # SIGKILL ran no cleanup: the program outlives the run (its own session, its own group)...
-    assert all(alive(int(pid)) for pid in pids)
-    # ...until the next run's reaper kills it and removes its group and directory.
-    assert name in process.reap()
-    wait_for(lambda: not any(alive(int(pid)) for pid in pids), "the program to be gone")
     root = cgroup2_root()
-    if root is not None:
-        assert not os.path.exists(os.path.join(root, process.CGROUP_SUBDIR, name))
-    assert not os.path.exists(os.path.join(process.RECORDS, name))
-    assert not os.path.exists(os.path.join(tempfile.gettempdir(), name))
+    try:
+        # SIGKILL ran no cleanup: the program and its worker outlive the run...
+        assert len(pids) == 2 and all(alive(int(pid)) for pid in pids)
+        assert (tmp / name).is_dir()
+        # ...until the next run's reaper kills them and removes their group and directory.
+        assert process.reap(cgdir, str(records), str(tmp)) == [name]
+        assert not any(alive(int(pid)) for pid in pids)
+        assert not (tmp / name).exists() and not (records / name).exists()
+        if root is not None:
+            assert not os.path.exists(os.path.join(root, cgdir, name))
+    finally:
+        process.reap(cgdir, str(records), str(tmp))  # whatever happened above
+        if root is not None and os.path.isdir(os.path.join(root, cgdir)):
+            os.rmdir(os.path.join(root, cgdir))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bindlab import ConfigError, Namespace
+from bindlab.process import Session
 from bindlab.programs import ProgramError, program_socket
 from bindlab.results import PASS, SKIP
 from bindlab.scenario.load import ScenarioError, load_text
@@ -79,10 +80,14 @@ def test_a_programs_sockets_are_labelled_by_address(lab: Namespace) -> None:
     assert {s.label for s in prog.sockets} <= labels  # the test's own registry holds them
 
 
-def test_verdicts_name_the_programs_sockets_although_it_takes_everything(lab: Namespace) -> None:
+@pytest.mark.parametrize("kind", ["default", "session"])
+def test_verdicts_name_the_programs_sockets_although_it_takes_everything(
+    lab: Namespace, kind: str
+) -> None:
+    group = Session() if kind == "session" else None  # the fallback where cgroups are not ours
     # beside a wildcard on the same port a specific TCP listener needs SO_REUSEPORT on both
     srv = greedy("tcp,192.0.2.1,80,reuseport", "udp,192.0.2.1,53", "tcp,0.0.0.0,80,reuseport")
-    prog = lab.spawn(srv, "srv")
+    prog = lab.spawn(srv, "srv", group=group)
     rows = {
         "tcp 198.18.0.1:1000 -> 192.0.2.1:80": "srv:192.0.2.1:80",
         "tcp 198.18.0.1:1001 -> 192.0.2.9:80": "srv:0.0.0.0:80",

@@ -42,8 +42,10 @@ from bindlab.errors import HarnessError
 from bindlab.netns import isolated
 from bindlab.reaper import NAME_PREFIX, make_name, owner_alive
 
-RECORDS = "/run/bindlab"  # session records of the fallback (no writable cgroup2)
-CGROUP_SUBDIR = "bindlab"
+# session records of the fallback (no writable cgroup2), and the cgroup directory under the
+# cgroup2 mount; the environment moves them (a test's own run reaps only its own leftovers)
+RECORDS = os.environ.get("BINDLAB_PROCS_DIR", "/run/bindlab")
+CGROUP_SUBDIR = os.environ.get("BINDLAB_CGROUP_DIR", "bindlab")
 STOP_TIMEOUT = 5.0
 
 # The child joins its group, then execs the isolated command line (bindlab.netns.isolated:
@@ -323,17 +325,19 @@ class Process:
         return f"<Process {self.argv[0]} pid={self.popen.pid} group={self.group.name}>"
 
 
-def reap() -> list[str]:
+def reap(
+    cgroup_dir: str = CGROUP_SUBDIR, records: str = RECORDS, tmp: str | None = None
+) -> list[str]:
     """Kill and remove the program groups (and workdirs) of runs that are gone; their names."""
     gone: list[str] = []
     root = cgroup2_root()
     if root is not None:
-        base = os.path.join(root, CGROUP_SUBDIR)
+        base = os.path.join(root, cgroup_dir)
         for name in _leftover_names(base):
             kill_cgroup(os.path.join(base, name))
             gone.append(name)
-    for name in _leftover_names(RECORDS):
-        path = os.path.join(RECORDS, name)
+    for name in _leftover_names(records):
+        path = os.path.join(records, name)
         with contextlib.suppress(OSError, ValueError, IndexError):
             sid, start = Path(path).read_text().split()[:2]
             st = _stat(int(sid))
@@ -344,7 +348,7 @@ def reap() -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         gone.append(name)
-    tmp = tempfile.gettempdir()
+    tmp = tmp or tempfile.gettempdir()
     for name in _leftover_names(tmp):
         shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
     return sorted(set(gone))

@@ -32,7 +32,7 @@ from typing import Any
 
 from bindlab.errors import ConfigError, HarnessError
 from bindlab.netns import NetNS, StashKey
-from bindlab.process import Process
+from bindlab.process import Group, Process
 from bindlab.sockets import check_label, label_socket, parse_addr
 
 SYS_PIDFD_OPEN = 434  # <asm/unistd_64.h>, x86_64 (and every arch using the generic table)
@@ -259,6 +259,7 @@ def spawn(
     env: dict[str, str] | None = None,
     workdir: str | None = None,
     files: Mapping[str, str] | None = None,
+    group: Group | None = None,
 ) -> Program:
     """Start ``argv`` inside ``ns``, wait until its sockets are bound, label them.
 
@@ -269,13 +270,17 @@ def spawn(
 
     ``files`` (name -> text) are written to the program's workdir first; ``{dir}`` in
     ``argv`` and in the files stands for that directory (:class:`bindlab.process.Process`).
-    ``labels`` renames derived labels (``{"nginx:0.0.0.0:80#1": "w1"}``).
+    ``labels`` renames derived labels (``{"nginx:0.0.0.0:80#1": "w1"}``). ``group``: where
+    its processes live (default: a cgroup if possible, else a session; see
+    :mod:`bindlab.process`).
     """
     check_label(label)
     if not argv:
         raise ConfigError(f"program {label!r}: empty argv")
     want = wanted(wait_for)
-    process = Process(argv, ns.path, pass_fds=(ns.fd,), env=env, workdir=workdir, files=files)
+    process = Process(
+        argv, ns.path, pass_fds=(ns.fd,), env=env, workdir=workdir, files=files, group=group
+    )
     prog = Program(label, process, ns)
     prog.rename = dict(labels or {})
     programs(ns).append(prog)
