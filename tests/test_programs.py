@@ -258,3 +258,24 @@ def test_explain_names_the_program_and_its_socket(tmp_path: Path) -> None:
     assert "observed: srv:192.0.2.1:53" in lines
     (sock,) = [ln for ln in lines if ln.startswith("socket:")]
     assert sock.startswith("socket:   program srv, udp 192.0.2.1:53, held by pid ")
+
+
+def _flags(pid: int, inode: int) -> int:
+    """The file status flags of ``pid``'s descriptor of socket ``inode``."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            return int(
+                next(ln for ln in text.splitlines() if ln.startswith("flags:")).split()[1], 8
+            )
+    raise AssertionError(f"{pid} holds no socket {inode}")
+
+
+def test_probing_leaves_the_programs_sockets_as_they_were(lab: Namespace) -> None:
+    # The duplicate shares the program's open file: its O_NONBLOCK (the greedy server's
+    # sockets are non-blocking), and the probe's SO_LINGER must be undone.
+    prog = lab.spawn(greedy("tcp,192.0.2.1,80", "udp,192.0.2.1,53"), "srv")
+    before = {s.inode: _flags(prog.pid, s.inode) for s in prog.sockets}
+    assert all(f & os.O_NONBLOCK for f in before.values())
+    lab.probe(["tcp 198.18.0.1:1000 -> 192.0.2.1:80", "udp 198.18.0.1:1000 -> 192.0.2.1:53"])
+    assert {s.inode: _flags(prog.pid, s.inode) for s in prog.sockets} == before

@@ -377,6 +377,9 @@ def _adopt(
             if skip and inode in skip:
                 continue
             sock = socket.socket(fileno=_pidfd_getfd(pid, fd))
+            # One open file with the program's: O_NONBLOCK is shared. Python assumes a
+            # blocking fd and a probe restores "its" timeout: make that the program's mode.
+            sock.settimeout(None if os.get_blocking(sock.fileno()) else 0.0)
             prog.dups[inode] = sock
             label_socket(ns, sock, label)
             out.append(ProgramSocket(label, prog.label, proto, addr, inode, prog.process))
