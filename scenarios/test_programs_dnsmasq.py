@@ -92,7 +92,7 @@ def test_verdicts_agree_with_dnsmasqs_answers(scenario: Scenario) -> None:
     ("mode", "verdict"),
     [
         ("bind-interfaces", ICMP),  # bound at start only: the new address has no socket
-        ("bind-dynamic", "dnsmasq:192.0.2.7:53"),  # follows the interface's addresses
+        ("bind-dynamic", "dnsmasq:192.0.2.7:53/udp"),  # follows the interface's addresses
     ],
 )
 def test_an_address_added_later(scenario: Scenario, mode: str, verdict: str) -> None:

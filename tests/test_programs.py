@@ -279,3 +279,13 @@ def test_probing_leaves_the_programs_sockets_as_they_were(lab: Namespace) -> Non
     assert all(f & os.O_NONBLOCK for f in before.values())
     lab.probe(["tcp 198.18.0.1:1000 -> 192.0.2.1:80", "udp 198.18.0.1:1000 -> 192.0.2.1:53"])
     assert {s.inode: _flags(prog.pid, s.inode) for s in prog.sockets} == before
+
+
+def test_tcp_and_udp_on_one_address_are_told_apart_by_protocol(lab: Namespace) -> None:
+    lab.spawn(greedy("tcp,192.0.2.1,53", "udp,192.0.2.1,53", "udp,192.0.2.1,54"), "dns")
+    rows = {
+        "tcp 198.18.0.1:1000 -> 192.0.2.1:53": "dns:192.0.2.1:53/tcp",
+        "udp 198.18.0.1:1000 -> 192.0.2.1:53": "dns:192.0.2.1:53/udp",
+        "udp 198.18.0.1:1001 -> 192.0.2.1:54": "dns:192.0.2.1:54",  # UDP only: no suffix
+    }
+    assert lab.probe(rows) == rows

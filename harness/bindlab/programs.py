@@ -10,12 +10,12 @@ in verdicts. While a probe runs, :func:`frozen` freezes every program of the nam
 the probe, not the program, accepts each connection and reads each datagram; the kernel's
 choice of socket is the same either way.
 
-Labels are ``PROGRAM:ADDR:PORT`` (``nginx:192.0.2.10:80``, ``nginx:[::]:80``); when several
-sockets share protocol and address (a SO_REUSEPORT group, one per worker) they are
-``#1``..``#n`` in the order of their descriptors in the first process holding them (nginx:
-the master opens worker *k*'s socket *k*-th). ``labels={"nginx:0.0.0.0:80#1": "w1"}``
-renames; a socket that is both TCP and UDP on one address gets one label per protocol's
-socket (the flow's protocol tells them apart).
+Labels are ``PROGRAM:ADDR:PORT`` (``nginx:192.0.2.10:80``, ``nginx:[::]:80``); where the
+program holds a TCP and a UDP socket on one address each ends in its protocol
+(``dnsmasq:192.0.2.1:53/udp``); when several sockets share protocol and address (a
+SO_REUSEPORT group, one per worker) they are ``#1``..``#n`` in the order of their
+descriptors in the first process holding them (nginx: the master opens worker *k*'s socket
+*k*-th). ``labels={"nginx:0.0.0.0:80#1": "w1"}`` renames. A label names one socket.
 """
 
 from __future__ import annotations
@@ -368,10 +368,12 @@ def _adopt(
         groups.setdefault((proto, addr), []).append((ranked[0], inode))
     out: list[ProgramSocket] = []
     derived: list[str] = []
+    both = {a for p, a in groups if p == "tcp"} & {a for p, a in groups if p == "udp"}
     for (proto, addr), members in sorted(groups.items()):
         members.sort()
         for k, ((_, pid, fd), inode) in enumerate(members, 1):
-            name = f"{prog.label}:{addr}" + (f"#{k}" if len(members) > 1 else "")
+            name = f"{prog.label}:{addr}" + (f"/{proto}" if addr in both else "")
+            name += f"#{k}" if len(members) > 1 else ""
             derived.append(name)
             label = check_label(rename.pop(name, name))
             if skip and inode in skip:
