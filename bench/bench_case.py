@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 
 from bindlab import Namespace
+from bindlab.reaper import make_name
 
 SPECIFIC, WILDCARD = "tcp 198.18.0.1:40000 -> 192.0.2.1:80", "tcp 198.18.0.1:40001 -> 192.0.2.2:80"
 EXPECTED = {SPECIFIC: "specific", WILDCARD: "wildcard"}
 
 SHELL = r"""
 set -eu
-ns="bl-bench-case-$$-$1"
+ns="$1"  # a bl-<pid>-<starttime>-<hex> name: other runs' host guards know it is a run's
 cleanup() {
     if [ -n "${pids:-}" ]; then kill $pids 2>/dev/null || true; wait $pids 2>/dev/null || true; fi
     ip netns del "$ns"
@@ -89,9 +90,13 @@ def ensure_socat() -> None:
     )
 
 
-def shell_case(script: Path, i: int) -> float:
+def shell_case(script: Path) -> float:
+    # named as bindlab names its own (reaper.make_name): the host guard of a pytest run going
+    # on beside this bench takes any other name coming and going under /run/netns for a
+    # change of the host, and the reaper removes these if the bench dies mid-case
+    name = make_name()
     t = time.perf_counter()
-    p = subprocess.run(["bash", str(script), str(i)], capture_output=True, text=True)
+    p = subprocess.run(["bash", str(script), name], capture_output=True, text=True)
     took = time.perf_counter() - t
     if p.returncode != 0 or p.stdout.split() != ["specific", "wildcard"]:
         raise SystemExit(f"the shell case failed: {p.stdout!r} {p.stderr!r}")
@@ -151,11 +156,11 @@ def main() -> None:
         (d / "test_case.py").write_text(TEST)
         shell, inproc, whole, whole_nohyp = [], [], [], []
         steps: dict[str, list[float]] = {s: [] for s in STEPS}
-        shell_case(script, 0)  # warm up: page cache, imports, the first namespace
+        shell_case(script)  # warm up: page cache, imports, the first namespace
         inprocess_case({s: [] for s in STEPS})
         pytest_case(d, [])
-        for r in range(args.rounds):
-            shell.append(shell_case(script, r + 1))
+        for _ in range(args.rounds):
+            shell.append(shell_case(script))
             inproc.append(med(inprocess_case(steps) for _ in range(args.inner)))
             whole.append(pytest_case(d, []))
             whole_nohyp.append(pytest_case(d, ["-p", "no:hypothesispytest"]))
