@@ -126,3 +126,23 @@ def test_cli_unreadable_file_exits_2(tmp_path, capsys):
     assert diff.cli([str(bad), str(bad)]) == 2
     assert "not a bindlab-results/1 file" in capsys.readouterr().err
     assert diff.cli([str(tmp_path / "missing.json"), str(bad)]) == 2
+
+
+def test_a_verdict_moving_inside_its_expected_alternatives_is_no_regression():
+    """Both kernels passed a row that allows ``r1|r2`` (or a port range) with another member."""
+    a = Observed("passed", verdicts={FLOW: "r1", "s": "port 40003"}, expected={FLOW: "r1|r2"})
+    b = Observed("passed", verdicts={FLOW: "r2", "s": "port 40007"}, expected={FLOW: "r1|r2"})
+    a.errnos = b.errnos = {"s": "port 40000-40010"}
+    rows = diff.diff(results("a", t=a), results("b", t=b))
+    assert [(r.item, r.regression, r.note) for r in rows] == [
+        ("s", False, "both within expected port 40000-40010"),
+        (FLOW, False, "both within expected r1|r2"),
+    ]
+    # outside the alternatives, or with a failing side, it stays a regression
+    c = Observed("passed", verdicts={FLOW: "r3"}, expected={FLOW: "r1|r2"})
+    assert [
+        r.regression for r in diff.diff(results("a", t=a), results("c", t=c)) if r.item == FLOW
+    ] == [True]
+    d = Observed("failed", "x", verdicts={FLOW: "r2"}, expected={FLOW: "r1|r2"})
+    assert any(r.regression for r in diff.diff(results("a", t=a), results("d", t=d)))
+    assert diff.satisfies("port 1-3", "port 2") and not diff.satisfies("port 1-3", "port 4")

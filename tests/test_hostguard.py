@@ -111,6 +111,25 @@ def test_diff_names_each_change() -> None:
     assert hostguard.diff(after, after) == []
 
 
+def test_sysctls_of_a_module_loaded_during_the_run_are_a_note_not_a_change() -> None:
+    """A modular kernel (the 6.1 VM) autoloads sctp on first use: its defaults appear."""
+    empty = {p: set() for p in hostguard.NETLINK_PARTS}
+    base = {**empty, "nftables": set(), "mounts": set()}
+    new = {f"net/sctp/k{i}": "1" for i in range(5)}
+    before = {**base, "sysctls": {"net/a": "1"}, "modules": {"tun"}}
+    after = {**base, "sysctls": {"net/a": "1", **new}, "modules": {"tun", "sctp"}}
+    assert hostguard.diff(before, after) == []
+    assert hostguard.notes(before, after) == [
+        "kernel modules loaded during the run: sctp (5 new net.* sysctls)"
+    ]
+    # without a module load the same keys are a change, and a changed value always is
+    assert hostguard.diff(before, {**after, "modules": {"tun"}}) == [
+        "sysctls: added 5 keys under net.sctp"
+    ]
+    changed = {**after, "sysctls": {**after["sysctls"], "net/a": "2"}}
+    assert hostguard.diff(before, changed) == ["sysctl net.a: '1' -> '2'"]
+
+
 def test_bl_mounts_of_other_runs_are_not_this_runs_changes() -> None:
     empty = {p: set() for p in hostguard.NETLINK_PARTS}
     snap = {**empty, "nftables": set(), "sysctls": {}}

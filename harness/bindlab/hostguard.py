@@ -40,6 +40,7 @@ def snapshot() -> dict[str, Any]:
     snap["skipped"] = {} if why is None else {"nftables": why}
     snap["sysctls"] = hoststate.sysctls()
     snap["mounts"] = hoststate.netns_mounts()
+    snap["modules"] = hoststate.modules()
     return snap
 
 
@@ -49,7 +50,10 @@ def _sets(part: str, before: set[str], after: set[str]) -> list[str]:
     ]
 
 
-def _sysctls(before: dict[str, str], after: dict[str, str]) -> list[str]:
+def _sysctls(before: dict[str, str], after: dict[str, str], excuse_added: bool) -> list[str]:
+    """Changed values, and keys that came or went (new keys are excused when a kernel module
+    was loaded during the run: a modular kernel autoloads sctp, vrf, ... on first use, and
+    their defaults appear; nothing of the host's configuration changed)."""
     out = [
         f"sysctl {k.replace('/', '.')}: {before[k]!r} -> {after[k]!r}"
         for k in sorted(before.keys() & after.keys())
@@ -57,7 +61,7 @@ def _sysctls(before: dict[str, str], after: dict[str, str]) -> list[str]:
     ]
     for what, keys in (
         ("removed", before.keys() - after.keys()),
-        ("added", after.keys() - before.keys()),
+        ("added", set() if excuse_added else after.keys() - before.keys()),
     ):
         by_dir: dict[str, list[str]] = defaultdict(list)
         for k in keys:
@@ -89,6 +93,15 @@ def _mounts(before: set[str], after: set[str], owners: set[str]) -> list[str]:
     return out
 
 
+def notes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What changed on the host that is not a change of its configuration (informational)."""
+    loaded = sorted(after.get("modules", set()) - before.get("modules", set()))
+    if not loaded:
+        return []
+    new = len(after["sysctls"].keys() - before["sysctls"].keys())
+    return [f"kernel modules loaded during the run: {', '.join(loaded)} ({new} new net.* sysctls)"]
+
+
 def diff(before: dict[str, Any], after: dict[str, Any], owners: Iterable[str] = ()) -> list[str]:
     """One line per difference between two snapshots (empty when the host is unchanged).
 
@@ -100,7 +113,8 @@ def diff(before: dict[str, Any], after: dict[str, Any], owners: Iterable[str] = 
         out += _sets(part, before[part], after[part])
     if before["nftables"] is not None and after["nftables"] is not None:
         out += _sets("nftables", before["nftables"], after["nftables"])
-    out += _sysctls(before["sysctls"], after["sysctls"])
+    loaded = after.get("modules", set()) - before.get("modules", set())
+    out += _sysctls(before["sysctls"], after["sysctls"], excuse_added=bool(loaded))
     out += _mounts(before["mounts"], after["mounts"], set(owners))
     return out
 
@@ -120,6 +134,7 @@ class Guard:
         t = time.perf_counter()
         self.before = snapshot()
         self.owners = {owner_id()}
+        self.notes: list[str] = []  # informational lines of the last finish()
         self.cost_ms = (time.perf_counter() - t) * 1000
 
     @property
@@ -134,7 +149,9 @@ class Guard:
     def finish(self) -> list[str]:
         """Snapshot again and return the changes (one line each); adds to :attr:`cost_ms`."""
         t = time.perf_counter()
-        changes = diff(self.before, snapshot(), self.owners)
+        after = snapshot()
+        changes = diff(self.before, after, self.owners)
+        self.notes = notes(self.before, after)
         self.cost_ms += (time.perf_counter() - t) * 1000
         return changes
 

@@ -186,6 +186,15 @@ def sysctls(root: str = SYSCTL_ROOT) -> dict[str, str]:
     return out
 
 
+def modules(path: str = "/proc/modules") -> set[str]:
+    """Names of the loaded kernel modules (empty on a kernel without modules)."""
+    try:
+        with open(path) as f:
+            return {line.split(" ", 1)[0] for line in f if line.strip()}
+    except OSError:
+        return set()
+
+
 def netns_mounts(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
     """Mount points at and under ``/run/netns`` (named namespaces, ``ip netns`` style) and
     under bindlab's own directory for them, if ``BINDLAB_NETNS_DIR`` moved it."""

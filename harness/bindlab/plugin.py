@@ -274,6 +274,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         tr.write_line(
             f"bindlab: host guard: unchanged ({guard.describe()}; {guard.cost_ms:.0f} ms)"
         )
+    if tr is not None:
+        for line in guard.notes:
+            tr.write_line(f"bindlab: host guard: note: {line}")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
