@@ -9,7 +9,9 @@ import sys
 import types
 from pathlib import Path
 
+import ktap_check
 import pytest
+import xunit2
 from bindlab import cli
 from bindlab.results import Results
 from bindlab.results import TestResult as Outcome
@@ -143,9 +145,11 @@ def test_report_renders_a_results_file(tmp_path: Path) -> None:
     p = bindlab("report", str(r), "-f", "ktap")
     assert p.returncode == 0
     assert p.stdout.splitlines() == [
-        "TAP version 13", "1..1", "# kernel 6.1.0", "# scenario x (fixtures/scenarios/x.toml)",
-        "ok 1 x: tcp 198.18.0.1:1 -> 192.0.2.1:80", "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0",
+        "KTAP version 1", "1..1", "# kernel 6.1.0 (?)", "  KTAP version 1", "  1..1",
+        "  # fixtures/scenarios/x.toml", "  ok 1 tcp 198.18.0.1:1 -> 192.0.2.1:80", "ok 1 x",
+        "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0",
     ]  # fmt: skip
+    ktap_check.parse(p.stdout)
     assert bindlab("report", str(tmp_path / "none.json")).returncode == 2
 
 
@@ -180,3 +184,48 @@ def test_vm_and_diff_are_delegated(
         err
         == "bindlab: 'bindlab vm' is not available: this installation has no bindlab._no_such_module module\n"
     )
+
+
+@pytest.mark.privileged
+def test_rfc_reports_hold_to_ktap_v1_and_xunit2(tmp_path: Path) -> None:
+    p = bindlab("rfc", "-q", "-f", "ktap")
+    assert p.returncode == 0, p.stderr
+    doc = ktap_check.parse(p.stdout)
+    assert {t.name for t in doc.tests} == {f.stem for f in RFC.glob("*.toml")}
+    assert all(t.status == "pass" for t in doc.tests)
+    out = tmp_path / "rfc.xml"
+    p = bindlab("rfc", "-q", "-f", "junit", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    xunit2.validate(out)
+
+
+@pytest.mark.privileged
+def test_run_writes_junit_and_an_all_skipped_run_exits_4(tmp_path: Path) -> None:
+    from bindlab import features
+
+    bad = tmp_path / "mismatch.toml"
+    bad.write_text(GOOD.replace('81" = "RST"', '81" = "web"'))
+    p = bindlab("run", "-q", "-f", "junit", str(bad))
+    assert p.returncode == 1
+    xunit2.validate(p.stdout)
+    assert "message=\"expected 'web', got 'RST'\"" in p.stdout
+    missing = next((s for s in features.detect_all() if not s.ok), None)
+    if missing is None:
+        pytest.skip("every feature bindlab knows is present: no scenario skips here")
+    skipping = tmp_path / "skipping.toml"
+    skipping.write_text(f'requires = ["{missing.name}"]\n' + GOOD)
+    p = bindlab("run", "-f", "ktap", str(skipping))
+    assert p.returncode == 4, p.stdout + p.stderr  # kselftest's KSFT_SKIP
+    doc = ktap_check.parse(p.stdout)
+    assert [t.status for t in doc.leaves()] == ["skip", "skip"]
+    assert doc.tests[0].reason == missing.reason
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_ktap_without_privilege_skips_every_row_and_exits_4() -> None:
+    good = ROOT / "fixtures" / "scenarios" / "reuseport.toml"
+    p = bindlab("run", "-f", "ktap", str(good), user="65534", cwd=Path("/"))
+    assert p.returncode == 4, (p.stdout, p.stderr)
+    assert p.stderr.startswith("bindlab: bindlab needs root") and p.stderr.count("\n") == 1
+    doc = ktap_check.parse(p.stdout)
+    assert doc.tests[0].status == "skip" and doc.tests[0].reason.startswith("bindlab needs root")

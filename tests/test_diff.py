@@ -114,10 +114,27 @@ def test_cli_text_markdown_json_and_exit_codes(tmp_path, capsys):
     assert "(vm tcg 9p, config abc123)" in out
     assert f"verdict  t  {FLOW}: web -> RST  REGRESSION" in out
     assert out.rstrip().endswith("1 difference(s), 1 regression(s); 1 test(s) in both runs")
-    assert diff.cli([str(pa), str(pa), "--format", "markdown"]) == 0
+    assert diff.cli([str(pa), str(pa), "-f", "md"]) == 0
     assert "| kind | test / feature |" in capsys.readouterr().out
     assert diff.cli([str(pa), str(pb), "--format", "json"]) == 1
     assert json.loads(capsys.readouterr().out)[0]["b"] == "RST"
+
+
+def test_cli_format_names_are_every_commands_and_old_ones_still_work(tmp_path, capsys):
+    from bindlab import cli
+
+    assert set(diff.FORMATS) <= set(cli.FORMATS)  # one spelling across commands
+    pa = tmp_path / "a.json"
+    results("6.18", t=passed("web")).dump(str(pa))
+    assert diff.cli([str(pa), str(pa), "--format", "markdown"]) == 0
+    out = capsys.readouterr()
+    assert "| kind | test / feature |" in out.out
+    assert "--format markdown is deprecated: use -f md" in out.err
+    assert diff.cli([str(pa), str(pa), "--format", "text"]) == 0
+    assert "# A: " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        diff.cli([str(pa), str(pa), "-f", "pdf"])
+    assert "invalid choice: 'pdf' (choose from table, md, json)" in capsys.readouterr().err
 
 
 def test_cli_unreadable_file_exits_2(tmp_path, capsys):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 
+import ktap_check
 import pytest
+import xunit2
 from bindlab import report
+from bindlab.report import addrspace
 from bindlab.results import Results
 from bindlab.results import TestResult as Outcome
 from bindlab.scenario.run import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
@@ -102,51 +106,148 @@ def test_json_round_trips() -> None:
     }  # fmt: skip
 
 
-def test_ktap() -> None:
-    lines = report.ktap(sample()).splitlines()
-    assert lines[:2] == ["TAP version 13", "1..6"]
-    assert "ok 1 split: late: tcp bind 192.0.2.10:0" in lines
-    assert "not ok 3 split: tcp 198.18.0.1:2 -> 192.0.2.200:80" in lines
-    assert (
-        lines[lines.index("not ok 3 split: tcp 198.18.0.1:2 -> 192.0.2.200:80") + 1]
-        == "# expected 'nginx', got 'apache'"
-    )
-    assert (
-        "ok 5 nobpf: udp 198.18.0.1:1 -> 192.0.2.1:53 # SKIP sk_lookup dispatcher not available"
-        in lines
-    )
-    assert "not ok 6 broken: tcp 198.18.0.1:1 -> 192.0.2.1:80" in lines
-    assert lines[-1] == "# Totals: pass:3 fail:1 xfail:0 xpass:0 skip:1 error:1"
-    tests = [ln for ln in lines if re.match(r"(not )?ok \d+ ", ln)]
-    assert [int(ln.split()[1 if ln.startswith("ok") else 2]) for ln in tests] == list(range(1, 7))
-    assert all(ln.startswith(("TAP", "1..", "ok", "not ok", "# ")) for ln in lines)
+def test_ktap_v1_nests_a_subtest_per_scenario() -> None:
+    text = report.ktap(sample(), {"release": "6.18.0", "machine": "x86_64"})
+    assert text.splitlines() == [
+        "KTAP version 1",
+        "1..3",
+        "# kernel 6.18.0 (x86_64)",
+        "  KTAP version 1",
+        "  1..4",
+        "  # fixtures/scenarios/split.toml",
+        "  # claim: two prefixes share a port",
+        "  ok 1 late: tcp bind 192.0.2.10:0",
+        "  ok 2 tcp 198.18.0.1:1 -> 192.0.2.10:80",
+        "  # expected 'nginx', got 'apache'",  # diagnostics before the result line
+        "  # -> IP / TCP S",
+        "  # <- IP / TCP SA",
+        "  not ok 3 tcp 198.18.0.1:2 -> 192.0.2.200:80",
+        "  ok 4 tcp 198.18.0.1:3 -> 198.51.100.7:80",
+        "# split: 1 of 4 rows not as expected",
+        "not ok 1 split",
+        "  KTAP version 1",
+        "  1..1",
+        "  # fixtures/scenarios/nobpf.toml",
+        "  ok 1 udp 198.18.0.1:1 -> 192.0.2.1:53 # SKIP sk_lookup dispatcher not available",
+        "ok 2 nobpf # SKIP sk_lookup dispatcher not available",
+        "  KTAP version 1",
+        "  1..1",
+        "  # b.toml",
+        "  not ok 1 tcp 198.18.0.1:1 -> 192.0.2.1:80 # ERROR HarnessError: b.toml: setup.links[0] d0: boom",
+        "not ok 3 broken # ERROR HarnessError: b.toml: setup.links[0] d0: boom",
+        "# Totals: pass:3 fail:1 xfail:0 xpass:0 skip:1 error:1",
+    ]
+    doc = ktap_check.parse(text)
+    assert [(t.name, t.status) for t in doc.tests] == [
+        ("split", "fail"), ("nobpf", "skip"), ("broken", "error"),
+    ]  # fmt: skip
+    assert doc.tests[0].subtests[2].diagnostics == [
+        "expected 'nginx', got 'apache'", "-> IP / TCP S", "<- IP / TCP SA",
+    ]  # fmt: skip
 
 
 def test_ktap_names_never_hold_a_directive_mark() -> None:
     res = [
         ScenarioResult("x#y", "x.toml", [Row("step", "a#b", "OK", "OK", SKIP, "why #1\nline 2")])
     ]
-    assert report.ktap(res).splitlines()[2:4] == [
-        "# scenario x#y (x.toml)",
-        "ok 1 x%23y: a%23b # SKIP why %231 line 2",
-    ]
+    text = report.ktap(res)
+    assert "  ok 1 a%23b # SKIP why %231 line 2" in text.splitlines()
+    assert "ok 1 x%23y # SKIP why %231 line 2" in text.splitlines()
+    ktap_check.parse(text)
 
 
-def test_prefix_view_spans_follow_the_observed_labels() -> None:
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("TAP version 13\n1..0\n", "expected 'KTAP version 1'"),
+        ("KTAP version 1\n1..2\nok 1 a\n", "the plan says 1..2 but 1 result"),
+        ("KTAP version 1\n1..2\nok 1 a\nok 3 b\n", "test number 3, expected 2"),
+        ("KTAP version 1\n1..1\nok 1 a # SKIP\n", "SKIP without a reason"),
+        ("KTAP version 1\n1..1\nok 1 a # ERROR x\n", "ERROR on an 'ok' line"),
+        ("KTAP version 1\n1..1\n  KTAP version 1\n  1..1\n  not ok 1 x\nok 1 a\n", "'ok' although subtest 1 failed"),
+        ("KTAP version 1\n1..1\nnot ok 1 a\n# e\n", None),
+        ("KTAP version 1\n1..1\n  KTAP version 1\n  1..1\n  ok 1 x\n", "without its parent's result"),
+        ("KTAP version 1\n1..1\nok 1 a\nstray line\n", "neither a result"),
+        ("KTAP version 1\n1..1\nok 1 a\n# Totals: pass:0 fail:1 xfail:0 xpass:0 skip:0 error:0\n", "Totals says"),
+    ],
+)  # fmt: skip
+def test_the_ktap_checker_refuses_what_the_spec_does_not_allow(bad: str, why: str | None) -> None:
+    if why is None:  # a trailing diagnostic line is fine
+        ktap_check.parse(bad)
+        return
+    with pytest.raises(ktap_check.KTAPError, match=re.escape(why)):
+        ktap_check.parse(bad)
+
+
+def test_exit_status_is_kselftests() -> None:
+    every_skip = [sample()[1]]
+    assert report.exit_status(every_skip) == report.EXIT_SKIP == 4
+    assert report.exit_status(sample()) == report.EXIT_FAIL == 1
+    assert report.exit_status([sample()[0]]) == 1 and report.exit_status([]) == 0
+    passing = ScenarioResult(
+        "p", "p.toml", [Row("flow", "tcp 1.1.1.1:1 -> 2.2.2.2:2", "a", "a", PASS)]
+    )
+    assert report.exit_status([passing, sample()[1]]) == report.EXIT_PASS == 0
+
+
+def test_junit_validates_against_xunit2_with_json_properties() -> None:
+    text = report.junit(sample(), {"release": "6.18.0"})
+    xunit2.validate(text)
+    root = ET.fromstring(text)
+    assert root.get("tests") == "6" and root.get("failures") == "1" and root.get("errors") == "1"
+    split = root.find("testsuite[@name='split']")
+    assert split is not None
+    props = {p.get("name"): json.loads(p.get("value")) for p in split.iter("property")}
+    assert props == {
+        "bindlab.path": "fixtures/scenarios/split.toml",
+        "bindlab.claim": "two prefixes share a port",
+        "bindlab.source": "commit 0123456789ab",
+        "bindlab.prefixes": ["192.0.2.0/24", "198.51.100.0/24"],
+        "bindlab.kernel": {"release": "6.18.0"},
+    }
+    failed = split.find("testcase[@name='tcp 198.18.0.1:2 -> 192.0.2.200:80']")
+    assert failed is not None and failed.get("classname") == "fixtures.scenarios.split"
+    assert failed.find("failure").get("message") == "expected 'nginx', got 'apache'"
+    assert failed.find("failure").text == "-> IP / TCP S\n<- IP / TCP SA"
+    assert root.find(".//testcase[@name='udp 198.18.0.1:1 -> 192.0.2.1:53']/skipped") is not None
+    assert root.find(".//testcase[@name='tcp 198.18.0.1:1 -> 192.0.2.1:80']/error") is not None
+
+
+def test_junit_keeps_what_xml_cannot_hold_readable() -> None:
+    res = [ScenarioResult("c", "c.toml", [Row("flow", "x", "a", "b", FAIL, "bell \x07 here")])]
+    text = report.junit(res)
+    xunit2.validate(text)
+    assert "bell \\x07 here" in text
+
+
+def test_address_space_holds_only_probed_points() -> None:
     res = ScenarioResult("v", "v.toml", [
         Row("flow", "tcp 198.18.0.1:1 -> 192.0.2.10:80", "a", "a", PASS),
+        Row("flow", "tcp 198.18.0.2:1 -> 192.0.2.10:80", "a|b", "b", PASS),
         Row("flow", "tcp 198.18.0.1:2 -> 192.0.2.11:80", "a", "b", FAIL),
-        Row("flow", "tcp 198.18.0.1:3 -> 192.0.2.200:80", "b", "b", PASS),
         Row("flow", "tcp 198.18.0.1:4 -> 203.0.113.9:80", "NONE", "NONE", PASS),
         Row("step", "s: tcp bind 192.0.2.1:0", "OK", "OK", PASS),
     ], prefixes=("192.0.2.0/24",))  # fmt: skip
-    ip = lambda s: int(__import__("ipaddress").ip_address(s))  # noqa: E731
-    assert report.prefix_view(res) == {
-        ("tcp", 80): [
-            ("192.0.2.0/24", [(ip("192.0.2.0"), ip("192.0.2.10"), "a", True), (ip("192.0.2.11"), ip("192.0.2.255"), "b", False)]),
-            ("203.0.113.0/24", [(ip("203.0.113.0"), ip("203.0.113.255"), "NONE", True)]),
-        ]
-    }  # fmt: skip
+    view = addrspace.view(res)
+    assert list(view) == [("tcp", 80)]
+    declared, outside = view[("tcp", 80)]
+    assert str(declared.prefix) == "192.0.2.0/24" and outside.prefix is None
+    ten, eleven = declared.points
+    assert (str(ten.addr), dict(ten.verdicts), ten.group, ten.ok) == (
+        "192.0.2.10",
+        {"a": 1, "b": 1},
+        True,
+        True,
+    )
+    assert ten.members == {"a", "b"}
+    assert (str(eleven.addr), dict(eleven.verdicts), eleven.group, eleven.ok) == (
+        "192.0.2.11",
+        {"b": 1},
+        False,
+        False,
+    )
+    assert declared.offset(ten) == pytest.approx(10 / 255)
+    assert [str(p.addr) for p in outside.points] == ["203.0.113.9"]
 
 
 def test_from_a_results_file(tmp_path) -> None:
@@ -172,6 +273,9 @@ def test_from_a_results_file(tmp_path) -> None:
 
 
 def test_render_rejects_unknown_formats() -> None:
-    assert set(report.FORMATS) == {"table", "md", "json", "html", "ktap"}
+    from bindlab import cli
+
+    assert set(report.FORMATS) >= {"table", "md", "json", "html", "ktap", "junit"}
+    assert set(cli.FORMATS) == set(report.FORMATS)  # the CLI's -f choices, kept without importing
     with pytest.raises(ValueError, match="unknown report format 'pdf'"):
         report.render("pdf", sample())

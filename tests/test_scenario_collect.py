@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xunit2
 
 ROOT = Path(__file__).resolve().parent.parent
 FILE = """\
@@ -45,8 +47,13 @@ def test_the_default_run_collects_every_scenario_file(run_pytest: Callable[..., 
         for f in (ROOT / d).rglob("*.toml")
     }
     assert shipped and files == shipped
-    assert "fixtures/scenarios/reuseport.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
-    assert "fixtures/scenarios/reuseport.toml::loner: tcp bind 192.0.2.10:80 listen" in p.stdout
+    assert (
+        "fixtures/scenarios/reuseport.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" in p.stdout
+    )
+    assert (
+        "fixtures/scenarios/reuseport.toml::socket[loner: tcp bind 192.0.2.10:80 listen]"
+        in p.stdout
+    )
 
 
 @pytest.mark.privileged
@@ -77,8 +84,10 @@ def test_outcomes_results_file_and_junit(tmp_path: Path, run_pytest: Callable[..
         in out
     )
     assert "Traceback" not in out
-    assert "PASSED scenarios/good.toml::tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81" in out
-    assert "PASSED scenarios/good.toml::dup: tcp bind 192.0.2.10:80 listen" in out
+    assert (
+        "PASSED scenarios/good.toml::flow[tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81]" in out
+    )
+    assert "PASSED scenarios/good.toml::socket[dup: tcp bind 192.0.2.10:80 listen]" in out
     assert (
         "scenarios/wrong.toml:15 (tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81): expected 'web', got 'NONE'"
     ) in out
@@ -87,26 +96,30 @@ def test_outcomes_results_file_and_junit(tmp_path: Path, run_pytest: Callable[..
         in out
     )
     tests = json.loads(results.read_text())["tests"]
-    row = tests["scenarios/wrong.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80"]
+    row = tests["scenarios/wrong.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]"]
     assert row["outcome"] == "passed"
     assert row["expected"] == row["verdicts"] == {"tcp 198.18.0.1:40000 -> 192.0.2.10:80": "web"}
-    step = tests["scenarios/wrong.toml::dup: tcp bind 192.0.2.10:80 listen"]
+    step = tests["scenarios/wrong.toml::socket[dup: tcp bind 192.0.2.10:80 listen]"]
     assert step["outcome"] == "failed" and step["errnos"] == {
         "dup: tcp bind 192.0.2.10:80 listen": "EPERM"
     }
     assert step["verdicts"] == {"dup: tcp bind 192.0.2.10:80 listen": "EADDRINUSE"}
-    cases = {
-        (c.get("classname"), c.get("name")): c for c in ET.parse(junit).getroot().iter("testcase")
-    }
+    xunit2.validate(junit)  # no <properties> inside a <testcase>
+    root = ET.parse(junit).getroot()
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
     assert len(cases) == 6 + 1  # six rows, and the collection error of bad.toml
-    # pytest's JUnit writer takes the brackets of an IPv6 flow for parameters (and adds a "]")
-    v6 = next(
-        c
-        for (cls, name), c in cases.items()
-        if cls == "scenarios.wrong.toml"
-        and name.startswith("tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81")
-    )
+    # the row is the item's parameter: pytest's JUnit writer keeps an IPv6 flow whole
+    v6 = cases[("scenarios.wrong.toml", "flow[tcp [2001:db8:ffff::1]:40001 -> [2001:db8::1]:81]")]
     assert "expected 'web', got 'NONE'" in v6.find("failure").get("message")
+    # bindlab's facts are JSON properties of the test suite
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert json.loads(props["bindlab.kernel"])["release"] == os.uname().release
+    assert json.loads(
+        props["bindlab:scenarios/wrong.toml::socket[dup: tcp bind 192.0.2.10:80 listen]"]
+    ) == {
+        "errnos": {"dup: tcp bind 192.0.2.10:80 listen": "EPERM"},
+        "verdicts": {"dup: tcp bind 192.0.2.10:80 listen": "EADDRINUSE"},
+    }
 
 
 @pytest.mark.privileged
@@ -124,7 +137,7 @@ def test_requires_skips_with_the_reason_and_k_selects_by_flow(
     opt_in(tmp_path, "scenarios")
     p = run_pytest(str(d), "-rs", "-v", "-k", "40000", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
-    assert "good.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED" in p.stdout
+    assert "good.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80] PASSED" in p.stdout
     assert "2001:db8" not in p.stdout.split("short test summary")[0].split("collected")[1]
     if missing is not None:
         assert "1 passed, 1 skipped" in p.stdout and f": {missing.reason}\n" in p.stdout
@@ -138,7 +151,7 @@ def test_a_toml_named_on_the_command_line_is_collected_anywhere(
     (tmp_path / "not_a_scenario.toml").write_text("[tool]\n")
     p = run_pytest("--collect-only", "-q", str(f), cwd=tmp_path)
     assert p.returncode == 0, p.stdout
-    assert "elsewhere.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "elsewhere.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" in p.stdout
     p = run_pytest("--collect-only", "-q", str(tmp_path), cwd=tmp_path)  # not opted in
     assert p.returncode == 5 and "no tests collected" in p.stdout
 
@@ -154,11 +167,11 @@ def test_only_declared_or_configured_toml_files_are_scenarios(
     (tmp_path / "mine" / "split.toml").write_text(FILE)
     p = run_pytest("--collect-only", "-q", cwd=tmp_path)
     assert p.returncode == 0, p.stdout
-    assert "web.bindlab.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "web.bindlab.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" in p.stdout
     assert "foo.toml" not in p.stdout and "split.toml" not in p.stdout
     opt_in(tmp_path, "mine")
     p = run_pytest("--collect-only", "-q", cwd=tmp_path)
-    assert "mine/split.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80" in p.stdout
+    assert "mine/split.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" in p.stdout
     assert "foo.toml" not in p.stdout
 
 

@@ -4,7 +4,8 @@ Subcommands: ``run`` (the main job), ``rfc`` (the shipped patch examples), ``rep
 (render a results file), ``explain`` (one flow's verdict and packets), ``features``,
 ``reap``, and ``vm`` / ``diff`` (delegated to :mod:`bindlab.vm.boot` and :mod:`bindlab.diff`).
 Imports are lazy so that ``bindlab --help`` stays quick. Exit status: 0 every row as
-expected, 1 a row failed or errored, 2 bad input or no privilege.
+expected, 1 a row failed or errored, 2 bad input or no privilege, 4 every row skipped
+(kselftest's KSFT_SKIP; also ``-f ktap`` without privilege, every row skipped saying why).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from bindlab.results import ScenarioResult
     from bindlab.scenario.load import Scenario
 
-FORMATS = ("table", "md", "json", "html", "ktap")
+FORMATS = ("table", "md", "json", "html", "ktap", "junit")  # bindlab.report.FORMATS
 DELEGATED = {"vm": "bindlab.vm.boot", "diff": "bindlab.diff"}
 PROGRESS_MIN_FLOWS = 1000  # runs with fewer flows print no progress
 USAGE, FAILED = 2, 1
@@ -79,11 +80,11 @@ def _err(msg: str) -> None:
     print(f"bindlab: {msg}", file=sys.stderr)
 
 
-def _capable() -> bool:
+def _capable(quiet: bool = False) -> bool:
     from bindlab.preflight import check
 
     why = check().sentence
-    if why is not None:
+    if why is not None and not quiet:
         _err(why)
     return why is None
 
@@ -147,7 +148,27 @@ def _emit(args: argparse.Namespace, results: list[ScenarioResult], kernel: dict[
         print(f"# wrote {args.output}: {report.summary(results)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0 if report.ok(results) else FAILED
+    return report.exit_status(results)
+
+
+def _unprivileged(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
+    """No privilege: exit 2, or with ``-f ktap`` every row skipped saying why and exit 4
+    (kselftest's KSFT_SKIP, what kernel CI expects of a test that cannot run here)."""
+    from bindlab.preflight import check
+    from bindlab.results import SKIP, ScenarioResult
+    from bindlab.scenario.run import expected_rows
+
+    why = check().sentence or "no privilege"
+    _err(why)
+    if args.format != "ktap":
+        return USAGE
+    results = []
+    for sc in scenarios:
+        rows = expected_rows(sc)
+        for r in rows:
+            r.status, r.detail = SKIP, why
+        results.append(ScenarioResult(sc.name, sc.path, rows, sc.claim, sc.source, sc.prefixes))
+    return _emit(args, results, _kernel())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,8 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios = _load_all(paths)
     if scenarios is None:
         return USAGE
-    if not _capable():
-        return USAGE
+    if not _capable(quiet=True):
+        return _unprivileged(args, scenarios)
     return _emit(
         args,
         run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname, args.evidence),
@@ -181,8 +202,8 @@ def cmd_rfc(args: argparse.Namespace) -> int:
                 f"{sc.path}\n    claim:  {sc.claim or '(none)'}\n    source: {sc.source or '(none)'}"
             )
         return 0
-    if not _capable():
-        return USAGE
+    if not _capable(quiet=True):
+        return _unprivileged(args, scenarios)
     return _emit(
         args,
         run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname, args.evidence),
@@ -204,7 +225,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from bindlab import Flow, FlowSyntaxError
-    from bindlab.packets import dissect
+    from bindlab.packets import dissect, write_pcap
     from bindlab.scenario import programs
     from bindlab.scenario.load import ScenarioError, load
     from bindlab.scenario.run import prepared, skip_reason
@@ -221,6 +242,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"flow {flow}: {sc.path} has no injector {flow.dev!r} (it has: {', '.join(sorted(injectors)) or 'none'})"
         )
         return USAGE
+    if args.pcap and not os.access(os.path.dirname(os.path.abspath(args.pcap)), os.W_OK):
+        _err(f"--pcap {args.pcap}: cannot write there (no such directory, or not writable)")
+        return USAGE
     if not _capable():
         return USAGE
     reason = skip_reason(sc)
@@ -228,7 +252,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _err(f"{sc.path} cannot run here: {reason}")
         return USAGE
     expected = next((e for e in sc.expect if e.flow == flow), None)
-    trace: dict[Any, list[tuple[str, bytes]]] = {}
+    trace: dict[Any, list[Any]] = {}
     evidence: dict[Any, Any] = {}
     try:
         with prepared(sc) as (ns, steps):
@@ -251,13 +275,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"socket:   {held}")
     _explain_evidence(evidence[flow])
     print("packets:")
-    for direction, pkt in trace[flow]:
+    for direction, pkt, _ in trace[flow]:
         p = dissect(pkt)
         print(f"  {'->' if direction == 'in' else '<-'} {p.summary()}")
         if args.verbose:
             print("\n".join(f"       {line}" for line in p.show(dump=True).splitlines()))
     if not trace[flow]:
         print("  (none)")
+    if args.pcap:
+        write_pcap(args.pcap, trace[flow])
+        print(f"# wrote {args.pcap}: {len(trace[flow])} packets", file=sys.stderr)
     return 0 if expected is None or verdict in expected.verdicts else FAILED
 
 
@@ -386,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("flow", metavar="FLOW", help="e.g. 'tcp 198.18.0.1:40000 -> 192.0.2.10:80'")
     sp.add_argument(
         "-v", "--verbose", action="store_true", help="dissect every packet field by field"
+    )
+    sp.add_argument(
+        "--pcap", metavar="FILE", help="also write the packets to FILE (pcap, raw IP link type)"
     )
     sp.set_defaults(fn=cmd_explain)
 

@@ -212,6 +212,23 @@ def render_markdown(rows: list[DiffRow], a: Results, b: Results, pa: str, pb: st
     return "\n".join(out)
 
 
+FORMATS = ("table", "md", "json")  # the names every bindlab command uses for -f/--format
+DEPRECATED_FORMATS = {"text": "table", "markdown": "md"}
+
+
+def _format(name: str) -> str:
+    """``-f`` value: a name of :data:`FORMATS`, or a deprecated one (with a warning)."""
+    if name in DEPRECATED_FORMATS:
+        new = DEPRECATED_FORMATS[name]
+        print(f"bindlab diff: --format {name} is deprecated: use -f {new}", file=sys.stderr)
+        return new
+    if name not in FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {name!r} (choose from {', '.join(FORMATS)})"
+        )
+    return name
+
+
 def cli(argv: list[str]) -> int:
     """``bindlab diff A B``: exit 1 when B regressed against A, 2 on unreadable input."""
     p = argparse.ArgumentParser(
@@ -221,7 +238,14 @@ def cli(argv: list[str]) -> int:
     )
     p.add_argument("a", help="results file A (the baseline)")
     p.add_argument("b", help="results file B")
-    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.add_argument(
+        "-f",
+        "--format",
+        type=_format,
+        default="table",
+        metavar="{table,md,json}",
+        help="table (default), md or json; 'text' and 'markdown' are deprecated spellings",
+    )
     p.add_argument("--no-features", action="store_true", help="leave kernel features out")
     p.add_argument(
         "--strict",
@@ -237,7 +261,7 @@ def cli(argv: list[str]) -> int:
     rows = diff(ra, rb, features=not args.no_features, strict=args.strict)
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in rows], indent=1))
-    elif args.format == "markdown":
+    elif args.format == "md":
         print(render_markdown(rows, ra, rb, args.a, args.b))
     else:
         print(render_text(rows, ra, rb, args.a, args.b))

@@ -192,3 +192,32 @@ def dissect(pkt: bytes) -> Any:
     from scapy.layers.inet import IP
 
     return IP(pkt)
+
+
+# A probe's trace: ("in" injected | "out" sent back by the namespace, raw IP packet, time).
+TraceEntry = tuple[str, bytes, float]
+ARROWS = {"in": "->", "out": "<-"}
+LINKTYPE_RAW = 101  # pcap link type: raw IPv4/IPv6 packets, no link header (tcpdump.org)
+
+
+def summaries(trace: list[TraceEntry]) -> str:
+    """A trace as scapy summaries, one packet a line (``-> IP / TCP ... S``)."""
+    return "\n".join(f"{ARROWS[d]} {dissect(p).summary()}" for d, p, *_ in trace)
+
+
+def write_pcap(path: str, trace: list[TraceEntry]) -> None:
+    """Write a trace's packets to a pcap file (raw IP link type), in the order they went.
+
+    Injected packets and the namespace's replies share the file; their direction is in the
+    addresses (clients are the sources of what was injected). Read it back with
+    ``scapy.utils.rdpcap``, tcpdump or Wireshark.
+    """
+    from scapy.utils import RawPcapWriter
+
+    with RawPcapWriter(path, linktype=LINKTYPE_RAW, sync=False) as w:
+        w.write_header(None)
+        for _, pkt, *when in trace:
+            t = when[0] if when else 0.0
+            w.write_packet(
+                pkt, sec=int(t), usec=int(t % 1 * 1e6), caplen=len(pkt), wirelen=len(pkt)
+            )

@@ -6,7 +6,9 @@ the fixtures. This is the only module that imports pytest.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +23,8 @@ from bindlab.results import (
     ERRNOS_PROPERTY,
     EVIDENCE_PROPERTY,
     EXPECTED_PROPERTY,
+    PACKETS_PROPERTY,
+    PROPERTIES,
     VERDICTS_PROPERTY,
     Results,
     TestResult,
@@ -37,6 +41,9 @@ PRIVILEGED_FIXTURES = {"netns", "netns_factory"}
 _substitutes: pytest.StashKey[Counter[str]] = pytest.StashKey()
 _guard: pytest.StashKey[hostguard.Guard] = pytest.StashKey()
 _PREFLIGHT = "bindlab_preflight"  # the key of an xdist worker's output carrying the sentence
+# The packets of a netns test's flows, for --bindlab-pcap (scenario items keep their own).
+_packets: pytest.StashKey[list[Any]] = pytest.StashKey()
+_pcaps: pytest.StashKey[PcapWriter] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,6 +69,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="record the kernel's evidence (BPF tracepoints) beside every verdict of the run: "
         "shown in failures and results files; a verdict the evidence contradicts fails the test",
+    )
+    group.addoption(
+        "--bindlab-pcap",
+        metavar="DIR",
+        help="write the packets each test injected and got back to DIR/<test id>.pcap "
+        "(raw IP link type; DIR/index.json maps test ids to files)",
     )
     group.addoption(
         "--bindlab-results",
@@ -111,6 +124,9 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("bindlab_results", None)
     if path:
         config.pluginmanager.register(ResultsRecorder(path), "bindlab-results")
+    pcap_dir = config.getoption("bindlab_pcap", None)
+    if pcap_dir:
+        config.stash[_pcaps] = PcapWriter(pcap_dir)
 
 
 def _parametrized_directly(metafunc: pytest.Metafunc, name: str) -> bool:
@@ -219,6 +235,101 @@ def pytest_testnodeready(node: Any) -> None:
             guard.add_owner(reaper.owner_id(pid))
 
 
+def bindlab_properties(report: pytest.TestReport) -> list[tuple[str, Any]]:
+    """What bindlab recorded about a test (verdicts, expected, errnos, packets): the
+    ``user_properties`` of bindlab's keys, moved to ``report.bindlab_properties``."""
+    return list(getattr(report, "bindlab_properties", ()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Move bindlab's properties off ``user_properties``: pytest's JUnit writer would put
+    them inside ``<testcase>``, which the xunit2 schema forbids (they go on the test suite,
+    as JSON, see :class:`JUnitProperties`)."""
+    report = yield
+    mine = [(k, v) for k, v in report.user_properties if k in PROPERTIES]
+    if mine:
+        report.user_properties = [(k, v) for k, v in report.user_properties if k not in PROPERTIES]
+        report.bindlab_properties = mine
+    return report
+
+
+class JUnitProperties:
+    """bindlab's facts in pytest's JUnit XML where xunit2 allows them: properties of the test
+    suite, JSON-valued. ``bindlab.kernel`` once, and ``bindlab:<test id>`` per test that
+    probed anything: ``{"verdicts": ..., "expected": ..., "errnos": ...}``."""
+
+    def __init__(self, xml: Any) -> None:
+        self.xml = xml
+        self.seen: dict[str, dict[str, dict[str, str]]] = {}
+        from bindlab import features
+
+        xml.add_global_property("bindlab.kernel", json.dumps(features.kernel_facts()))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = bindlab_properties(report)
+        if props:
+            merged = self.seen.setdefault(report.nodeid, {})
+            for key, value in props:
+                name = key.removeprefix("bindlab_")
+                v: Any = value
+                merged.setdefault(name, {}).update(dict(v))
+        if report.when == "teardown" and report.nodeid in self.seen:
+            value = json.dumps(self.seen.pop(report.nodeid), sort_keys=True)
+            self.xml.add_global_property(f"bindlab:{report.nodeid}", value)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from _pytest.junitxml import xml_key
+
+    xml = session.config.stash.get(xml_key, None)
+    if xml is not None:
+        session.config.pluginmanager.register(JUnitProperties(xml), "bindlab-junit")
+
+
+class PcapWriter:
+    """``--bindlab-pcap DIR``: one pcap per test of the packets its flows exchanged."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.index: dict[str, str] = {}
+        os.makedirs(directory, exist_ok=True)
+
+    def file_for(self, nodeid: str) -> str:
+        """A file name from the test id: unsafe characters as ``_``, unique in the run."""
+        base = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid).strip("_")[:200] or "test"
+        name, n = f"{base}.pcap", 1
+        while name in self.index.values():
+            n += 1
+            name = f"{base}-{n}.pcap"
+        return name
+
+    def write(self, nodeid: str, packets: list[Any]) -> str:
+        name = self.file_for(nodeid)
+        from bindlab.packets import write_pcap
+
+        write_pcap(os.path.join(self.dir, name), sorted(packets, key=lambda e: e[2]))
+        self.index[nodeid] = name
+        with open(os.path.join(self.dir, "index.json"), "w") as f:
+            json.dump(self.index, f, indent=1)
+        return name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """After the fixtures are gone, write the test's pcap (``--bindlab-pcap``)."""
+    try:
+        return (yield)
+    finally:
+        writer = item.config.stash.get(_pcaps, None)
+        packets = item.stash.get(_packets, None)
+        if packets is None:  # a scenario file's row: its own flow's packets, if recorded
+            packets = getattr(item, "packets", None)
+        if writer is not None and packets is not None:
+            writer.write(item.nodeid, packets)
+
+
 class ResultsRecorder:
     """Collects each test's outcome and observed verdicts; writes them at session end."""
 
@@ -236,7 +347,7 @@ class ResultsRecorder:
             r.outcome = "failed" if report.when == "call" else "error"
             lines = (report.longreprtext or "").strip().splitlines()
             r.reason = lines[-1] if lines else ""
-        for key, value in report.user_properties:
+        for key, value in bindlab_properties(report):
             v: Any = value
             if key == VERDICTS_PROPERTY:
                 r.verdicts.update(dict(v))
@@ -246,6 +357,8 @@ class ResultsRecorder:
                 r.errnos.update(v)
             elif key == EVIDENCE_PROPERTY:
                 r.evidence.update(dict(v))
+            elif key == PACKETS_PROPERTY:
+                r.packets.update(v)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from bindlab import features
@@ -334,12 +447,24 @@ def _evidence_of(ns: Namespace) -> list[tuple[Any, str, Any]]:
     return log(ns)
 
 
+def _start(request: pytest.FixtureRequest, ns: Namespace) -> None:
+    """With ``--bindlab-pcap``, keep every probed flow's packets from the start."""
+    if request.config.stash.get(_pcaps, None) is not None:
+        from bindlab import probe
+
+        probe.record_packets(ns)
+        request.node.stash.setdefault(_packets, [])
+
+
 def _record(request: pytest.FixtureRequest, ns: Namespace) -> list[str]:
-    """Keep what the namespace saw: link stand-ins for the summary, verdicts (and evidence)
-    for results; return the verdicts the kernel's evidence contradicts."""
+    """Keep what the namespace saw: link stand-ins for the summary, verdicts (and evidence),
+    the expected verdicts of probed ``{flow: verdict}`` dicts and the packets of their
+    mismatches for results, every packet for pcaps; return the verdicts the kernel's
+    evidence contradicts."""
     config = request.config
+    props = request.node.user_properties
     if ns.observations:
-        request.node.user_properties.append((VERDICTS_PROPERTY, list(ns.observations)))
+        props.append((VERDICTS_PROPERTY, list(ns.observations)))
     contradicted = []
     if entries := _evidence_of(ns):
         from bindlab.bpf.why import disagreement
@@ -351,6 +476,20 @@ def _record(request: pytest.FixtureRequest, ns: Namespace) -> list[str]:
             why = disagreement(verdict, ev)
             if why is not None:
                 contradicted.append(f"{flow}: {why}")
+    from bindlab import probe
+    from bindlab.packets import summaries
+
+    expected = probe.expectations(ns)
+    if expected:
+        props.append((EXPECTED_PROPERTY, dict(expected)))
+    bad = probe.mismatched_packets(ns)
+    if bad:
+        props.append(
+            (PACKETS_PROPERTY, {f: summaries(t) or "(no packets)" for f, t in bad.items()})
+        )
+    if _packets in request.node.stash:
+        for _, trace in probe.record_packets(ns):
+            request.node.stash[_packets].extend(trace)
     for link in ns.links.values():
         if link.substitute:
             config.stash[_substitutes][
@@ -380,6 +519,7 @@ def netns(request: pytest.FixtureRequest) -> Iterator[Namespace]:
     ns = Namespace()
     ns.evidence = request.config.getoption("bindlab_evidence", False)
     found: list[str] = []
+    _start(request, ns)
     try:
         yield ns
     finally:
@@ -408,6 +548,7 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
         ns = Namespace(**kw)
         ns.evidence = evidence
         made.append(ns)
+        _start(request, ns)
         return ns
 
     found: list[str] = []

@@ -34,7 +34,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bindlab import packets, programs
@@ -51,13 +51,16 @@ if TYPE_CHECKING:
 
 # (flows, verdicts) of each probe: flows are spelled out only when somebody reads them
 _OBSERVATIONS: StashKey[list[tuple[list[Flow], list[str]]]] = StashKey("observations")
+_EXPECTED: StashKey[dict[str, str]] = StashKey("expected")
+_MISMATCHED: StashKey[dict[str, Trace]] = StashKey("mismatched packets")
+_RECORDING: StashKey[list[tuple[str, Trace]]] = StashKey("recorded packets")
 
 ISN = 0x1000_0000
 TOKEN = b"bindlab-probe:"
 LINGER_RST = struct.pack("ii", 1, 0)
 
 Key = tuple[int, bytes, int]  # (IP protocol, client ip, client port): unique within a batch
-Trace = list[tuple[str, bytes]]
+Trace = list[tuple[str, bytes, float]]  # ("in" injected | "out" sent back, packet, time.time())
 
 # How far a flow's exchange got.
 SENT, SYNACK, DONE = "sent", "synack", "done"
@@ -171,7 +174,7 @@ class _Prober:
     def _send(self, p: _Pending, pkt: bytes) -> None:
         os.write(p.fd, pkt)
         if p.trace is not None:
-            p.trace.append(("in", pkt))
+            p.trace.append(("in", pkt, time.time()))
 
     def _resolve(self, p: _Pending, verdict: str) -> None:
         if p.verdict is None:
@@ -215,14 +218,14 @@ class _Prober:
             if p is None or p.state == DONE:
                 return False
             if p.trace is not None:
-                p.trace.append(("out", pkt))
+                p.trace.append(("out", pkt, time.time()))
             self._resolve(p, ICMP)
             return True
         if r.proto == PROTO_TCP:  # with IPv4 options or IPv6 extension headers
             return self._on_tcp(pkt, r.dst, r.dport, r.seq, r.flags)
         p = self.pending.get((r.proto, r.dst, r.dport))
         if p is not None and p.state != DONE and p.trace is not None:
-            p.trace.append(("out", pkt))
+            p.trace.append(("out", pkt, time.time()))
         return False
 
     def _on_tcp(self, pkt: bytes, dst: bytes, dport: int, seq: int, flags: int) -> bool:
@@ -230,7 +233,7 @@ class _Prober:
         if p is None or p.state == DONE:  # e.g. the RST of a probe connection we closed
             return False
         if p.trace is not None:
-            p.trace.append(("out", pkt))
+            p.trace.append(("out", pkt, time.time()))
         if p.state != SENT:
             return False
         if flags & TCP_RST:
@@ -339,13 +342,19 @@ def probe(
 
     ``settle`` is how long to wait for a reply that has not come (it bounds ``NONE``
     verdicts); ``timeout`` caps a batch. With ``trace``, the packets exchanged for each
-    flow are stored there as ``[("in"|"out", bytes), ...]``. With ``evidence`` (True, or a
-    dict to fill like ``trace``), the kernel's evidence for each verdict is recorded by BPF
+    flow are stored there as ``[("in"|"out", bytes, time), ...]``. With ``evidence`` (True, or
+    a dict to fill like ``trace``), the kernel's evidence for each verdict is recorded by BPF
     tracepoints and returned beside it: the result is then a :class:`Verdicts` whose
     ``.evidence`` maps each flow to a :class:`~bindlab.bpf.why.Evidence`. Off by default:
     nothing is loaded and nothing costs.
+
+    ``flows`` may be the ``{flow: expected verdict}`` dict a test compares the result with
+    (``assert ns.probe(rows) == rows``): the expected verdicts are then kept for reports
+    (:func:`expectations`), and the packets of every flow that got another verdict too
+    (:func:`mismatched_packets`).
     """
     given = list(flows)
+    expected = _expected_of(flows)
     parsed = [Flow.parse(f) for f in given]  # every syntax error before any injection
     if len(set(parsed)) != len(parsed):
         dup = next(f for f, n in Counter(parsed).items() if n > 1)
@@ -354,6 +363,8 @@ def probe(
     if DEFAULT_INJECTOR not in made:
         raise ConfigError(f"{ns!r} has no default injector (Namespace.probe makes it)")
     fds = {None: made[DEFAULT_INJECTOR]._fd()} | {n: inj._fd() for n, inj in made.items()}
+    recording = ns.stash.get(_RECORDING)
+    tracing = trace is not None or expected is not None or recording is not None
     pending = []
     for f in parsed:  # every unknown device before any injection, too
         fd = fds.get(f.dev)
@@ -361,7 +372,7 @@ def probe(
             raise ConfigError(
                 f"flow {f}: no injector named {f.dev!r}; create it with ns.add_injector({f.dev!r})"
             )
-        pending.append(_Pending(f, fd, [] if trace is not None else None))
+        pending.append(_Pending(f, fd, [] if tracing else None))
     recorder = _recorder(ns) if evidence is not False else None
     with (
         programs.frozen(ns),  # a program's own processes must not take the flows first
@@ -377,6 +388,16 @@ def probe(
     if trace is not None:
         for g, p in zip(given, pending, strict=True):
             trace[g] = p.trace or []
+    if recording is not None or expected is not None:
+        names = [str(f) for f in parsed]
+        if recording is not None:
+            recording.extend((n, p.trace or []) for n, p in zip(names, pending, strict=True))
+        if expected is not None:
+            ns.stash.setdefault(_EXPECTED, dict).update(zip(names, expected, strict=True))
+            bad = ns.stash.setdefault(_MISMATCHED, dict)
+            for n, exp, got, p in zip(names, expected, verdicts, pending, strict=True):
+                if got != exp:
+                    bad[n] = p.trace or []
     ns.stash.setdefault(_OBSERVATIONS, list).append((parsed, verdicts))
     if recorder is None:
         return dict(zip(given, verdicts, strict=True))
@@ -391,6 +412,29 @@ def _recorder(ns: NetNS) -> Recorder:
     from bindlab.bpf.why import Recorder  # BPF is loaded only when evidence is asked for
 
     return Recorder(ns)
+
+
+def _expected_of(flows: Iterable[str | Flow]) -> list[str] | None:
+    """The expected verdicts of a ``{flow: verdict}`` dict, in order; None for other input."""
+    if not isinstance(flows, Mapping):
+        return None
+    values = list(flows.values())
+    return values if all(isinstance(v, str) for v in values) else None
+
+
+def expectations(ns: NetNS) -> dict[str, str]:
+    """``{flow: expected verdict}`` of every probe of ``ns`` given a ``{flow: verdict}`` dict."""
+    return ns.stash.setdefault(_EXPECTED, dict)
+
+
+def mismatched_packets(ns: NetNS) -> dict[str, Trace]:
+    """The packets of each flow whose verdict was not the one its dict expected."""
+    return ns.stash.setdefault(_MISMATCHED, dict)
+
+
+def record_packets(ns: NetNS) -> list[tuple[str, Trace]]:
+    """From now on keep every probed flow's packets (for pcaps): the list they go to."""
+    return ns.stash.setdefault(_RECORDING, list)
 
 
 def observations(ns: NetNS) -> list[tuple[str, str]]:

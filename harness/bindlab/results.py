@@ -13,11 +13,14 @@ Format (JSON, ``"format": "bindlab-results/1"``)::
          "verdicts": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "web"},
          "expected": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "web"},
          "errnos": {"bind b 192.0.2.1:80": "EADDRINUSE"},
-         "evidence": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "won: web (exact ...)"}}}}
+         "evidence": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "won: web (exact ...)"},
+         "packets": {"tcp 198.18.0.1:1 -> 192.0.2.1:80": "-> IP / TCP ... S\\n<- ..."}}}}
 
 ``verdicts`` holds every flow the test probed (last verdict wins); ``expected`` and ``errnos``
-are filled by tests that declare them (scenario files do); ``evidence`` by runs with
-evidence on (``--bindlab-evidence``).
+are filled by tests that declare them (scenario files do, and Python tests that pass their
+``{flow: expected}`` dict to ``probe``); ``evidence`` by runs with evidence on
+(``--bindlab-evidence``); ``packets`` holds the packets of the flows that did not get their
+expected verdict.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ VERDICTS_PROPERTY = "bindlab_verdicts"  # list of (flow, verdict)
 EXPECTED_PROPERTY = "bindlab_expected"  # {flow: expected verdict}
 ERRNOS_PROPERTY = "bindlab_errnos"  # {step: errno name}
 EVIDENCE_PROPERTY = "bindlab_evidence"  # list of (flow, evidence text), when evidence is on
+PACKETS_PROPERTY = "bindlab_packets"  # {flow: packet summaries, one a line}
+# bindlab's keys: the plugin keeps them out of pytest's JUnit <testcase> (xunit2 forbids it)
+PROPERTIES = (
+    VERDICTS_PROPERTY, EXPECTED_PROPERTY, ERRNOS_PROPERTY, EVIDENCE_PROPERTY, PACKETS_PROPERTY,
+)  # fmt: skip
 
 
 @dataclass
@@ -50,6 +58,7 @@ class TestResult:
     expected: dict[str, str] = field(default_factory=dict)
     errnos: dict[str, str] = field(default_factory=dict)
     evidence: dict[str, str] = field(default_factory=dict)  # flow -> the kernel's evidence
+    packets: dict[str, str] = field(default_factory=dict)  # flow -> its packets, if it failed
 
 
 @dataclass

@@ -4,9 +4,9 @@ A ``*.toml`` file is collected only when it says it is one: it lies under a path
 ``bindlab_scenarios`` ini option (``bindlab_scenarios = fixtures/scenarios``), its name ends in
 ``.bindlab.toml``, or it is named on the command line. Other TOML files are left alone. One namespace serves the whole file: the first item to
 run runs the scenario (:func:`bindlab.scenario.run.run`) and every item reports its own row, with
-the flow (or the socket's steps) as its id::
+the flow (or the socket's steps) as its parameter (:func:`item_name`)::
 
-    fixtures/scenarios/reuseport.toml::tcp 198.18.0.1:40000 -> 192.0.2.10:80 PASSED
+    fixtures/scenarios/reuseport.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80] PASSED
 
 Loaded by :mod:`bindlab.plugin` (one import line); pytest is imported only here and there.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bindlab.packets import TraceEntry
 from bindlab.results import (
     ERRNOS_PROPERTY,
     ERROR,
@@ -49,6 +50,16 @@ def is_scenario_file(file_path: Path, configured: list[Path]) -> bool:
     return any(file_path == d or d in file_path.parents for d in configured)
 
 
+def item_name(row: Row) -> str:
+    """``flow[tcp 198.18.0.1:1 -> 192.0.2.10:80]`` or ``socket[late: tcp bind ...]`` (a
+    variant's items add ``[ipv6]``).
+
+    pytest reads the first ``[`` of a test name as the start of its parameters (JUnit
+    names, ``NodeId``); an IPv6 flow's brackets would be cut there and get a stray ``]``.
+    Spelled as a parameter, the row survives intact."""
+    return f"{'flow' if row.kind == 'flow' else 'socket'}[{row.name}]"
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
     """Collect scenario files: see the module docstring for which ``*.toml`` files are."""
     configured = parent.config.getini("bindlab_scenarios")
@@ -66,6 +77,7 @@ class ScenarioFile(pytest.File):
     scenario: Scenario
     variants: list[Scenario]
     _results: dict[int, ScenarioResult]
+    _packets: dict[int, dict[str, list[TraceEntry]]] | None = None  # --bindlab-pcap
 
     def collect(self) -> Iterator[ScenarioItem]:
         shown = os.path.relpath(self.path, self.config.invocation_params.dir)
@@ -77,7 +89,7 @@ class ScenarioFile(pytest.File):
             suffix = f"[{sc.family}]" if sc.family else ""
             for i, row in enumerate(runner.expected_rows(sc)):
                 item = ScenarioItem.from_parent(
-                    self, name=f"{row.name}{suffix}", index=i, line=row.line, variant=v
+                    self, name=f"{item_name(row)}{suffix}", index=i, line=row.line, variant=v
                 )
                 item.add_marker(pytest.mark.privileged)
                 if sc.requires:
@@ -89,8 +101,12 @@ class ScenarioFile(pytest.File):
         if variant not in self._results:
             optname = self.config.getoption("bindlab_bindtoprefix_optname", None)
             evidence = bool(self.config.getoption("bindlab_evidence", False))
+            packets: dict[str, list[TraceEntry]] | None = None
+            if self.config.getoption("bindlab_pcap", None):
+                self._packets = self._packets or {}
+                packets = self._packets.setdefault(variant, {})
             self._results[variant] = runner.run(
-                self.variants[variant], prefix_optname=optname, evidence=evidence
+                self.variants[variant], prefix_optname=optname, evidence=evidence, packets=packets
             )
         return self._results[variant]
 
@@ -108,6 +124,7 @@ class ScenarioItem(pytest.Item):
         self.index = index
         self.line = line
         self.variant = variant
+        self.packets: list[TraceEntry] | None = None  # its flow's packets, with --bindlab-pcap
 
     @property
     def file(self) -> ScenarioFile:
@@ -119,6 +136,8 @@ class ScenarioItem(pytest.Item):
 
     def setup(self) -> None:
         row = self.row()
+        if self.file._packets is not None:  # --bindlab-pcap: the plugin writes them
+            self.packets = list(self.file._packets.get(self.variant, {}).get(row.name, []))
         if row.kind == "flow":
             self.user_properties.append((EXPECTED_PROPERTY, {row.name: row.expected}))
         else:

@@ -21,6 +21,7 @@ from typing import Any
 from bindlab import features
 from bindlab.errors import ConfigError, HarnessError, SockOptError, errname
 from bindlab.namespace import Namespace
+from bindlab.packets import TraceEntry, summaries
 from bindlab.results import ERROR, FAIL, PASS, SKIP, Row, ScenarioResult
 from bindlab.scenario import programs
 from bindlab.scenario.load import OK, Scenario, SocketSpec
@@ -212,12 +213,9 @@ def _why(sc: Scenario, e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _packets(trace: list[tuple[str, bytes]]) -> str:
+def _packets(trace: list[TraceEntry]) -> str:
     """The packets of one probe, one scapy summary a line."""
-    from bindlab.packets import dissect
-
-    arrow = {"in": "->", "out": "<-"}
-    return "\n".join(f"{arrow[d]} {dissect(p).summary()}" for d, p in trace) or "(no packets)"
+    return summaries(trace) or "(no packets)"
 
 
 def run(
@@ -227,6 +225,7 @@ def run(
     chunk: int = 2048,
     prefix_optname: int | None = None,
     evidence: bool = False,
+    packets: dict[str, list[TraceEntry]] | None = None,
 ) -> ScenarioResult:
     """Run ``sc`` and return its rows, filled: skipped, errored, passed or failed.
 
@@ -234,7 +233,8 @@ def run(
     evidence for its verdict (:mod:`bindlab.bpf.why`).
 
     ``prefix_optname``: run ``bind_prefix`` sockets with a patched kernel's real
-    SO_BINDTOPREFIX (this option number) instead of the sk_lookup emulation."""
+    SO_BINDTOPREFIX (this option number) instead of the sk_lookup emulation. ``packets``:
+    record every flow's packets there, by flow (for pcaps; off by default, it costs)."""
     t0 = time.monotonic()
     rows = expected_rows(sc)
     result = ScenarioResult(sc.name, sc.path, rows, sc.claim, sc.source, sc.prefixes)
@@ -254,10 +254,15 @@ def run(
             why: dict[Any, Any] = {}
             on = evidence or sc.evidence
             flows = [e.flow for e in sc.expect]
+            trace: dict[Any, list[TraceEntry]] | None = {} if packets is not None else None
             for i in range(0, len(flows), chunk):
-                verdicts.update(ns.probe(flows[i : i + chunk], evidence=why if on else False))
+                verdicts.update(
+                    ns.probe(flows[i : i + chunk], trace=trace, evidence=why if on else False)
+                )
                 if progress is not None:
                     progress(min(i + chunk, len(flows)), len(flows))
+            if packets is not None and trace is not None:
+                packets.update((str(f), t) for f, t in trace.items())
             failed = []
             for r, e in zip(flow_rows, sc.expect, strict=True):
                 r.observed = verdicts[e.flow]
@@ -268,11 +273,11 @@ def run(
                 if r.status == FAIL:
                     failed.append((r, e.flow))
             if failed:  # probe the failures again, recording their packets for the report
-                trace: dict[Any, list[tuple[str, bytes]]] = {}
-                ns.probe([f for _, f in failed], trace=trace)
+                again: dict[Any, list[TraceEntry]] = {}
+                ns.probe([f for _, f in failed], trace=again)
                 for r, f in failed:
                     held = programs.describe(ns, r.observed)  # a real program's socket
-                    r.detail = (f"{r.observed}: {held}\n" if held else "") + _packets(trace[f])
+                    r.detail = (f"{r.observed}: {held}\n" if held else "") + _packets(again[f])
     except Exception as e:  # setup failed (a kernel refusal, a netlink error): every row errs
         for r in rows:
             if not r.status:
