@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 from bindlab import Namespace
+from bindlab.progress import Progress
 
 pytestmark = [pytest.mark.scale, pytest.mark.requires("IP_BIND_ADDRESS_NO_PORT")]
 
@@ -183,7 +184,9 @@ def run_phase(ns: Namespace, mode: str, dsts: list[tuple[str, int]], target: int
     t0 = time.monotonic()
     deadline = t0 + PHASE_SECONDS
     assigned, spawning, ports = 0, True, 0
-    with Fleet(ns) as fleet:
+    # connections open, their rate and the memory they take, every few seconds (CI: lines)
+    progress = Progress(f"scale {mode}", total=target or None, unit="connections")
+    with Fleet(ns) as fleet, contextlib.closing(progress):
         filling: list[Worker] = []
 
         def stop_spawning(budget: str | None) -> None:
@@ -231,9 +234,12 @@ def run_phase(ns: Namespace, mode: str, dsts: list[tuple[str, int]], target: int
                     ports |= int(w.result["ports"], 16)
                 if stop != "quota":
                     stop_spawning(None)  # the kernel refused: every other worker hits it too
+            now = meminfo()
+            used = (before["MemAvailable"] - now["MemAvailable"]) / 2**30
+            progress.update(sum(w.count for w in fleet.workers), f"{used:.2f} GiB used")
             if spawning and time.monotonic() > deadline:
                 stop_spawning("deadline")
-            if spawning and meminfo()["MemAvailable"] < MEM_FLOOR:
+            if spawning and now["MemAvailable"] < MEM_FLOOR:
                 stop_spawning("memory floor")
             if filling and time.monotonic() > deadline + GRACE:  # stuck (e.g. in connect())
                 for w in filling:

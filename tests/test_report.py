@@ -279,3 +279,23 @@ def test_render_rejects_unknown_formats() -> None:
     assert set(cli.FORMATS) == set(report.FORMATS)  # the CLI's -f choices, kept without importing
     with pytest.raises(ValueError, match="unknown report format 'pdf'"):
         report.render("pdf", sample())
+
+
+def test_a_python_tests_rows_have_expected_verdicts_and_packets_of_mismatches() -> None:
+    a, b = "tcp 198.18.0.1:1 -> 192.0.2.1:80", "tcp 198.18.0.1:2 -> 192.0.2.2:80"
+    res = Results(kernel={"release": "6.18.0"}, tests={
+        "scenarios/test_x.py::test_split[ipv4]": Outcome(
+            "failed", "AssertionError: assert {...} == {...}", verdicts={a: "web", b: "RST"},
+            expected={a: "web", b: "api"}, packets={b: "-> IP / TCP S\n<- IP / TCP RA"}),
+    })  # fmt: skip
+    (group,) = report.from_results(res)
+    assert [(r.name, r.expected, r.observed, r.status) for r in group.rows] == [
+        (a, "web", "web", PASS), (b, "api", "RST", FAIL),
+    ]  # fmt: skip
+    assert (
+        group.rows[1].detail
+        == "AssertionError: assert {...} == {...}\n-> IP / TCP S\n<- IP / TCP RA"
+    )
+    table = report.table([group])
+    assert re.search(r"tcp 198\.18\.0\.1:2 -> 192\.0\.2\.2:80\s+api\s+RST\s+FAIL", table)
+    assert "      <- IP / TCP RA" in table

@@ -185,3 +185,69 @@ def test_hanging_guest_is_killed_at_the_timeout(kernel61, tmp_path):
     assert p.returncode == vm.EXIT_TIMEOUT, p.stderr
     assert "TIMEOUT after 45 s" in p.stderr and "qemu killed" in p.stderr
     _no_qemu_left(str(tmp_path))
+
+
+def _vm_cli(
+    tmp_path: Path, *argv: str, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``bindlab vm`` with an empty kernel cache in ``tmp_path`` (and PATH as given)."""
+    env = dict(os.environ, BINDLAB_KERNEL_CACHE=str(tmp_path / "cache"))
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [sys.executable, "-m", "bindlab.vm.boot", *argv],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+
+
+def _cache_files(tmp_path: Path) -> list[str]:
+    return [str(p) for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
+
+
+def test_every_missing_tool_is_named_before_any_download(tmp_path: Path) -> None:
+    # qemu, busybox, apt-get and apt-cache live in /usr/bin: out of reach with this PATH
+    p = _vm_cli(tmp_path, "--kernel", "linux-image-amd64", "--", "true", path="/nonexistent")
+    assert p.returncode == vm.EXIT_USAGE, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("bindlab vm: missing ") and "nothing downloaded" in lines[0]
+    named = {ln.split(":")[1].strip() for ln in lines[1:]}
+    assert {"qemu-system-x86_64", "busybox", "apt-get", "apt-cache"} <= named, p.stderr
+    assert "bindlab vm:   qemu-system-x86_64: apt-get install qemu-system-x86" in lines
+    assert _cache_files(tmp_path) == []
+
+
+def test_dry_run_downloads_nothing(tmp_path: Path) -> None:
+    try:
+        kernels.tools()
+        name = kernels.resolve_package("linux-image-amd64")
+    except kernels.KernelError as e:
+        pytest.skip(str(e))
+    p = _vm_cli(tmp_path, "--kernel", "linux-image-amd64", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert f"# {name}: not in {tmp_path / 'cache'}: a run downloads it" in p.stdout
+    assert "--run '<vmlinuz of " in p.stdout and p.stderr == ""
+    assert _cache_files(tmp_path) == []  # not a byte fetched, nothing extracted
+
+
+def test_guest_output_streams_as_it_comes(kernel61, tmp_path: Path) -> None:
+    """The guest's Python prints a line, then waits for the host to answer it: the run can
+    only end if that line reached the host while the guest was still running."""
+    go = tmp_path / "go"
+    script = (
+        "import os, time\nprint('first')\n"
+        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.2)\nprint('second')\n"
+    )
+    argv = [sys.executable, "-m", "bindlab.vm.boot", "--kernel", kernel61, "--cpus", "1",
+            "--results-dir", str(tmp_path), "--timeout", "400", "--", sys.executable, "-c", script]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        go.touch()
+        rest, err = proc.communicate(timeout=450)
+    finally:
+        proc.kill()
+    assert first == "first\n", err
+    assert proc.returncode == 0 and rest == "second\n", err
+    assert re.search(
+        r"^# bindlab vm: booting .*: the guest reached the command after [\d.]+ s$", err, re.M
+    )

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any, TextIO
 
 from bindlab.errors import HarnessError
+from bindlab.progress import Progress
 from bindlab.vm import kernels
 
 EXIT_USAGE = 2
@@ -104,6 +105,7 @@ def guest_script(argv: list[str], ctl: str, results_dir: str, cwd: str) -> str:
         "XDG_CACHE_HOME": "/tmp/bindlab-home/.cache",
         "XDG_CONFIG_HOME": "/tmp/bindlab-home/.config",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",  # the guest's output streams to the host as it comes
         "BINDLAB_IN_VM": "1",
         "BINDLAB_RESULTS_DIR": results_dir,
     }
@@ -184,6 +186,18 @@ def _tail(path: str, n: int = 30) -> list[str]:
     return lines[max(0, first - 3) : first + n] if first is not None else lines[-n:]
 
 
+def _console_last(path: str) -> str:
+    """The kernel console's last line, shortened: what the boot is doing."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 400))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    last = lines[-1] if lines else ""
+    return (last[:60] + "...") if len(last) > 63 else last
+
+
 def _read_float(path: str) -> float | None:
     try:
         with open(path) as f:
@@ -192,14 +206,19 @@ def _read_float(path: str) -> float | None:
         return None
 
 
-def _pump(src: IO[bytes] | None, dst: TextIO) -> threading.Thread:
-    """Copy ``src`` to ``dst`` as it comes, in a thread (the guest's stdout or stderr)."""
+HEARTBEAT = 30.0  # s of silence from a running command before a "still running" line
+
+
+def _pump(src: IO[bytes] | None, dst: TextIO, seen: list[float]) -> threading.Thread:
+    """Copy ``src`` to ``dst`` as it comes, in a thread (the guest's stdout or stderr);
+    ``seen[0]`` is the time output last came."""
 
     def copy() -> None:
         if src is None:
             return
         out = getattr(dst, "buffer", None)
         while chunk := os.read(src.fileno(), 65536):
+            seen[0] = time.monotonic()
             if out is not None:
                 out.write(chunk)
             else:
@@ -263,18 +282,32 @@ def run(
             env=env,
             start_new_session=True,
         )
-        pumps = [_pump(proc.stdout, sys.stdout), _pump(proc.stderr, sys.stderr)]
+        seen = [time.monotonic()]
+        pumps = [_pump(proc.stdout, sys.stdout, seen), _pump(proc.stderr, sys.stderr, seen)]
         timed_out = False
+        boot = Progress(f"bindlab vm: booting {kernel.release} ({acc}, {fs})")
+        beat = time.monotonic()
         try:
             while proc.poll() is None:
                 now = time.monotonic() - start
-                if r.boot_seconds is None and os.path.exists(os.path.join(ctl, "started")):
-                    r.boot_seconds = round(now, 2)
+                if r.boot_seconds is None:
+                    if os.path.exists(os.path.join(ctl, "started")):
+                        r.boot_seconds = round(now, 2)
+                        boot.close(f"the guest reached the command after {now:.1f} s")
+                        seen[0] = beat = time.monotonic()
+                    else:
+                        boot.beat(_console_last(console))
+                elif time.monotonic() - max(seen[0], beat) >= HEARTBEAT:
+                    beat = time.monotonic()
+                    quiet = beat - seen[0]
+                    print(f"# bindlab vm: command running, {now:.0f} s (no output for "
+                          f"{quiet:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
                 if now > timeout:
                     timed_out = True
                     break
                 time.sleep(0.1)
         finally:
+            boot.close()
             _kill_group(proc)
             for t in pumps:
                 t.join(10)
@@ -385,17 +418,19 @@ def cli(argv: list[str]) -> int:
         p.error("--kernel is required")
     cmd = cmd or [sys.executable, "-m", "pytest", os.path.join(REPO, "scenarios")]
     try:
-        kernel = kernels.resolve(a.kernel, refresh=a.refresh)
-        if a.dry_run:
-            acc, why_acc = kernels.accel(a.accel)
-            fs, why_fs = kernels.choose_fs(kernel)
-            print(f"# {kernel.key}: {acc} ({why_acc}), {fs} ({why_fs})")
+        # every missing tool, named at once, before anything is downloaded
+        package = a.kernel.startswith("linux-image-") and not os.path.exists(a.kernel)
+        missing = kernels.missing_tools(package=package)
+        if missing:
             print(
-                shlex.join(
-                    vng_argv(kernel, acc, fs, "CTL", a.results_dir, "CONSOLE", a.cpus, a.memory)
-                )
+                f"bindlab vm: missing {len(missing)} tool(s), nothing downloaded:", file=sys.stderr
             )
-            return 0
+            for name, fix in missing:
+                print(f"bindlab vm:   {name}: {fix}", file=sys.stderr)
+            return EXIT_USAGE
+        if a.dry_run:
+            return _dry_run(a, package)
+        kernel = kernels.resolve(a.kernel, refresh=a.refresh)
         r = _run_with_sigterm(kernel, cmd, a)
     except HarnessError as e:
         print(f"bindlab vm: {e}", file=sys.stderr)
@@ -409,6 +444,32 @@ def cli(argv: list[str]) -> int:
     if r.results:
         print(f"# results: {r.results}", file=sys.stderr)
     return r.exit_code
+
+
+def _dry_run(a: argparse.Namespace, package: bool) -> int:
+    """Print what a run would do (the vng command); download nothing."""
+    acc, why_acc = kernels.accel(a.accel)
+    if package:
+        name = a.kernel if kernels._VERSIONED.match(a.kernel) else kernels.resolve_package(a.kernel)
+        if a.refresh or not kernels.is_cached(name):
+            size = kernels.package_size(name)
+            mib = f" ({size / 2**20:.0f} MiB)" if size else ""
+            print(
+                f"# {name}: not in {kernels.cache_dir()}: a run downloads it{mib} (dry run: not now)"
+            )
+            image = kernels.Kernel(a.kernel, f"<vmlinuz of {name}>", "?")
+            print(f"# {name}: {acc} ({why_acc}), shared root: chosen from its config once fetched")
+            print(
+                shlex.join(
+                    vng_argv(image, acc, "9p", "CTL", a.results_dir, "CONSOLE", a.cpus, a.memory)
+                )
+            )
+            return 0
+    kernel = kernels.resolve(a.kernel)
+    fs, why_fs = kernels.choose_fs(kernel)
+    print(f"# {kernel.key}: {acc} ({why_acc}), {fs} ({why_fs})")
+    print(shlex.join(vng_argv(kernel, acc, fs, "CTL", a.results_dir, "CONSOLE", a.cpus, a.memory)))
+    return 0
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,11 +226,48 @@ def from_package(name: str, cache: str | None = None, refresh: bool = False) -> 
     return Kernel(name, k.image, k.release, k.config, k.config_path, versioned, meta["version"])
 
 
+def package_size(name: str) -> int | None:
+    """The download size of Debian package ``name`` (apt-cache's ``Size:``), if known."""
+    p = _run(["apt-cache", "show", "--no-all-versions", name])
+    m = re.search(r"^Size: (\d+)$", p.stdout, re.M)
+    return int(m.group(1)) if m else None
+
+
+def is_cached(spec: str, cache: str | None = None) -> bool:
+    """Whether ``spec`` (a versioned ``linux-image-*`` package) is in the cache already."""
+    root = os.path.join(cache or cache_dir(), spec)
+    return os.path.exists(os.path.join(root, META))
+
+
+def _download(package: str, tmp: str) -> subprocess.CompletedProcess[str]:
+    """``apt-get download package`` into ``tmp``, with progress on stderr (the .deb's size
+    as it grows against apt-cache's Size:)."""
+    from bindlab.progress import Progress
+
+    argv = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package]
+    if shutil.which(argv[0]) is None:
+        raise KernelError(f"{argv[0]} not found: Debian kernel packages need apt and dpkg")
+    with Progress(f"bindlab vm: download {package}", package_size(package), "B") as bar:
+        proc = subprocess.Popen(
+            argv, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        while proc.poll() is None:
+            try:
+                got = sum(e.stat().st_size for e in os.scandir(tmp) if e.is_file())
+            except OSError:
+                got = 0
+            bar.update(got)
+            time.sleep(0.2)
+        out, err = proc.communicate()
+        bar.close("done" if proc.returncode == 0 else f"apt-get exited {proc.returncode}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _fetch(package: str, root: str) -> None:
     """apt-get download + dpkg-deb -x + depmod into ``root`` (replaced atomically)."""
     parent = os.path.dirname(root)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=parent) as tmp:
-        p = _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package], tmp)
+        p = _download(package, tmp)
         debs = glob.glob(os.path.join(tmp, "*.deb"))
         if p.returncode != 0 or not debs:
             why = (p.stderr or p.stdout).strip().splitlines()
@@ -238,6 +276,7 @@ def _fetch(package: str, root: str) -> None:
                 "(unknown package? run apt-get update)"
             )
         tree = os.path.join(tmp, "root")
+        print(f"# bindlab vm: extracting {os.path.basename(debs[0])}", file=sys.stderr, flush=True)
         version = _extract(debs[0], tree)
         images = sorted(glob.glob(os.path.join(tree, "boot", "vmlinuz-*")))
         if not images:
@@ -268,7 +307,7 @@ def _ensure_modules(tree: str, release: str, tmp: str) -> None:
     moddir = os.path.join(tree, "lib/modules", release)
     if not os.path.isdir(os.path.join(moddir, "kernel")):
         extra = f"linux-modules-{release}"
-        p = _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", extra], tmp)
+        p = _download(extra, tmp)
         debs = glob.glob(os.path.join(tmp, f"{extra}_*.deb"))
         if p.returncode == 0 and debs:
             _extract(debs[0], tree)
@@ -368,19 +407,32 @@ def tool_path() -> str:
     return f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', STD_PATH)}:/usr/sbin:/sbin"
 
 
+TOOLS = {
+    "vng": "pip install virtme-ng (into the venv)",
+    "virtme-run": "pip install virtme-ng (into the venv)",
+    "qemu-system-x86_64": "apt-get install qemu-system-x86",
+    "busybox": "apt-get install busybox-static (virtme's initramfs)",
+    "depmod": "apt-get install kmod",
+}
+PACKAGE_TOOLS = {  # what fetching a Debian kernel package needs besides
+    "apt-get": "a Debian/Ubuntu host (apt)",
+    "apt-cache": "a Debian/Ubuntu host (apt)",
+    "dpkg-deb": "apt-get install dpkg",
+}
+
+
+def missing_tools(package: bool = False) -> list[tuple[str, str]]:
+    """Every tool a VM run needs (and with ``package``, fetching a kernel package) that
+    this host lacks, with what installs it."""
+    need = TOOLS | (PACKAGE_TOOLS if package else {})
+    return [(n, fix) for n, fix in need.items() if shutil.which(n, path=tool_path()) is None]
+
+
 def tools() -> dict[str, str]:
-    """Paths of vng, qemu, busybox, depmod; KernelError naming the missing one's package."""
-    need = {
-        "vng": "pip install virtme-ng (into the venv)",
-        "virtme-run": "pip install virtme-ng (into the venv)",
-        "qemu-system-x86_64": "apt-get install qemu-system-x86",
-        "busybox": "apt-get install busybox-static (virtme's initramfs)",
-        "depmod": "apt-get install kmod",
-    }
-    found = {}
-    for name, fix in need.items():
-        p = shutil.which(name, path=tool_path())
-        if p is None:
-            raise KernelError(f"{name} not found: {fix}")
-        found[name] = p
-    return found
+    """Paths of vng, qemu, busybox, depmod; one KernelError naming every missing tool."""
+    missing = missing_tools()
+    if missing:
+        raise KernelError(
+            f"missing {len(missing)} tool(s): " + "; ".join(f"{n} ({fix})" for n, fix in missing)
+        )
+    return {n: shutil.which(n, path=tool_path()) or n for n in TOOLS}
