@@ -6,10 +6,12 @@ the fixtures. This is the only module that imports pytest.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,6 +126,8 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("bindlab_results", None)
     if path:
         config.pluginmanager.register(ResultsRecorder(path), "bindlab-results")
+    if config.getoption("xmlpath", None):  # --junitxml: bindlab's facts as suite properties
+        config.pluginmanager.register(JUnitProperties(config), "bindlab-junit")
     pcap_dir = config.getoption("bindlab_pcap", None)
     if pcap_dir:
         config.stash[_pcaps] = PcapWriter(pcap_dir)
@@ -257,35 +261,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 class JUnitProperties:
     """bindlab's facts in pytest's JUnit XML where xunit2 allows them: properties of the test
     suite, JSON-valued. ``bindlab.kernel`` once, and ``bindlab:<test id>`` per test that
-    probed anything: ``{"verdicts": ..., "expected": ..., "errnos": ...}``."""
+    probed anything: ``{"verdicts": ..., "expected": ..., "errnos": ..., "packets": ...}``."""
 
-    def __init__(self, xml: Any) -> None:
-        self.xml = xml
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.xml: Any = None
         self.seen: dict[str, dict[str, dict[str, str]]] = {}
-        from bindlab import features
 
-        xml.add_global_property("bindlab.kernel", json.dumps(features.kernel_facts()))
+    def _junit(self) -> Any:
+        """pytest's JUnit writer (``--junitxml``), if this run has one."""
+        if self.xml is None:
+            from _pytest.junitxml import xml_key
+
+            self.xml = self.config.stash.get(xml_key, None)
+            if self.xml is not None:
+                from bindlab import features
+
+                kernel = json.dumps(features.kernel_facts(), sort_keys=True)
+                self.xml.add_global_property("bindlab.kernel", kernel)
+        return self.xml
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._junit()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = bindlab_properties(report)
         if props:
             merged = self.seen.setdefault(report.nodeid, {})
             for key, value in props:
-                name = key.removeprefix("bindlab_")
                 v: Any = value
-                merged.setdefault(name, {}).update(dict(v))
+                merged.setdefault(key.removeprefix("bindlab_"), {}).update(dict(v))
         if report.when == "teardown" and report.nodeid in self.seen:
             value = json.dumps(self.seen.pop(report.nodeid), sort_keys=True)
-            self.xml.add_global_property(f"bindlab:{report.nodeid}", value)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    from _pytest.junitxml import xml_key
-
-    xml = session.config.stash.get(xml_key, None)
-    if xml is not None:
-        session.config.pluginmanager.register(JUnitProperties(xml), "bindlab-junit")
+            xml = self._junit()
+            if xml is not None:
+                xml.add_global_property(f"bindlab:{report.nodeid}", value)
 
 
 class PcapWriter:
@@ -293,26 +303,33 @@ class PcapWriter:
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
-        self.index: dict[str, str] = {}
         os.makedirs(directory, exist_ok=True)
 
-    def file_for(self, nodeid: str) -> str:
-        """A file name from the test id: unsafe characters as ``_``, unique in the run."""
-        base = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid).strip("_")[:200] or "test"
-        name, n = f"{base}.pcap", 1
-        while name in self.index.values():
-            n += 1
-            name = f"{base}-{n}.pcap"
-        return name
+    @staticmethod
+    def file_for(nodeid: str) -> str:
+        """A file name from the test id: unsafe characters as ``_``, and a hash of the id
+        so that two ids never share a file (the same on every xdist worker)."""
+        base = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid).strip("_")[:180] or "test"
+        return f"{base}-{zlib.crc32(nodeid.encode()):08x}.pcap"
 
     def write(self, nodeid: str, packets: list[Any]) -> str:
+        """Write the test's pcap and add it to ``DIR/index.json`` (locked: xdist workers)."""
         name = self.file_for(nodeid)
         from bindlab.packets import write_pcap
 
         write_pcap(os.path.join(self.dir, name), sorted(packets, key=lambda e: e[2]))
-        self.index[nodeid] = name
-        with open(os.path.join(self.dir, "index.json"), "w") as f:
-            json.dump(self.index, f, indent=1)
+        path = os.path.join(self.dir, "index.json")
+        with open(os.path.join(self.dir, ".index.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path) as f:
+                    index = json.load(f)
+            except (OSError, ValueError):
+                index = {}
+            index[nodeid] = name
+            with open(f"{path}.tmp", "w") as f:
+                json.dump(index, f, indent=1, sort_keys=True)
+            os.replace(f"{path}.tmp", path)
         return name
 
 
