@@ -26,7 +26,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,27 +239,35 @@ def is_cached(spec: str, cache: str | None = None) -> bool:
 
 
 def _download(package: str, tmp: str) -> subprocess.CompletedProcess[str]:
-    """``apt-get download package`` into ``tmp``, with progress on stderr (the .deb's size
-    as it grows against apt-cache's Size:)."""
+    """``apt-get download package`` into ``tmp``, with progress on stderr: apt's own
+    machine-readable status lines (``APT::Status-Fd``: ``dlstatus:N:PERCENT:...``)."""
     from bindlab.progress import Progress
 
-    argv = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package]
+    argv = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root"]
+    argv += ["-o", "APT::Status-Fd=1", package]
     if shutil.which(argv[0]) is None:
         raise KernelError(f"{argv[0]} not found: Debian kernel packages need apt and dpkg")
-    with Progress(f"bindlab vm: download {package}", package_size(package), "B") as bar:
+    size = package_size(package)
+    mib = f" ({size / 2**20:.1f} MiB)" if size else ""
+    print(f"# bindlab vm: downloading {package}{mib}", file=sys.stderr, flush=True)
+    out: list[str] = []
+    with Progress(f"bindlab vm: download {package}", size, "B") as bar:
         proc = subprocess.Popen(
             argv, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        while proc.poll() is None:
-            try:
-                got = sum(e.stat().st_size for e in os.scandir(tmp) if e.is_file())
-            except OSError:
-                got = 0
-            bar.update(got)
-            time.sleep(0.2)
-        out, err = proc.communicate()
-        bar.close("done" if proc.returncode == 0 else f"apt-get exited {proc.returncode}")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        for line in proc.stdout or ():
+            status, _, rest = line.partition(":")
+            if status == "dlstatus":
+                pct = float(rest.split(":")[1])
+                bar.update(pct / 100 * size if size else pct)
+            else:
+                out.append(line)
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.wait()
+        bar.close(
+            "done" if proc.returncode == 0 else f"not downloaded (apt-get exited {proc.returncode})"
+        )
+    return subprocess.CompletedProcess(argv, proc.returncode, "".join(out), err)
 
 
 def _fetch(package: str, root: str) -> None:
@@ -307,10 +314,11 @@ def _ensure_modules(tree: str, release: str, tmp: str) -> None:
     moddir = os.path.join(tree, "lib/modules", release)
     if not os.path.isdir(os.path.join(moddir, "kernel")):
         extra = f"linux-modules-{release}"
-        p = _download(extra, tmp)
-        debs = glob.glob(os.path.join(tmp, f"{extra}_*.deb"))
-        if p.returncode == 0 and debs:
-            _extract(debs[0], tree)
+        if package_size(extra) is not None:  # Ubuntu's split modules; Debian has none
+            p = _download(extra, tmp)
+            debs = glob.glob(os.path.join(tmp, f"{extra}_*.deb"))
+            if p.returncode == 0 and debs:
+                _extract(debs[0], tree)
     if not os.path.isdir(moddir):
         return  # a kernel without modules: vng boots it with what is built in
     depmod = shutil.which("depmod") or "/usr/sbin/depmod"
