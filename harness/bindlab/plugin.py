@@ -459,9 +459,9 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
 def _evidence_of(ns: Namespace) -> list[tuple[Any, str, Any]]:
     if not ns.evidence:
         return []
-    from bindlab.bpf.why import log
+    from bindlab.bpf.why import entries
 
-    return log(ns)
+    return list(entries(ns))
 
 
 def _start(request: pytest.FixtureRequest, ns: Namespace) -> None:

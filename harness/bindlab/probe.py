@@ -325,7 +325,7 @@ class Verdicts(dict[Any, str]):
     """``{flow: verdict}`` (a dict: compares equal to one) with ``.evidence``: ``{flow:
     Evidence}``, what the kernel recorded for each (see :mod:`bindlab.bpf.why`)."""
 
-    evidence: dict[Any, Evidence]
+    evidence: Mapping[Any, Evidence]
 
 
 def probe(

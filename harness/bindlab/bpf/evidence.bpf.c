@@ -162,7 +162,8 @@ static __always_inline int ours(possible_net_t *pnet)
 	return bpf_map_lookup_elem(&netns, &ino) ? ino : 0;
 }
 
-/* The socket's identity, bound address/port/device and reuseport group. */
+/* The socket's identity, bound address/port/device and reuseport group. An IPv4 address
+ * is read as 4 bytes (BPF_CORE_READ_INTO would copy sizeof the 16-byte destination). */
 static __always_inline void describe(struct event *e, struct sock *sk)
 {
 	struct sock_reuseport *rp;
@@ -175,11 +176,12 @@ static __always_inline void describe(struct event *e, struct sock *sk)
 	e->sk_dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->sk_dev = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
 	e->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	e->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+	if (!e->cookie) /* nobody asked for its cookie: name it by inode (4 reads) */
+		e->ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 	if (e->sk_family == AF_INET6)
 		BPF_CORE_READ_INTO(&e->sk_addr, sk, __sk_common.skc_v6_rcv_saddr);
 	else
-		BPF_CORE_READ_INTO(&e->sk_addr, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)e->sk_addr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 	e->rp_k = -1;
 	rp = BPF_CORE_READ(sk, sk_reuseport_cb);
 	if (!rp)
@@ -266,8 +268,9 @@ int BPF_PROG(on_synack, struct sk_buff *skb)
 	if (e->family != AF_INET6 ||
 	    (!*(__u64 *)e->raddr && *(__u32 *)(e->raddr + 8) == __builtin_bswap32(0xffff))) {
 		e->family = AF_INET;
-		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_daddr);
-		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_rcv_saddr);
+		__builtin_memset(e->raddr, 0, sizeof(e->raddr) + sizeof(e->laddr));
+		*(__u32 *)e->raddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		*(__u32 *)e->laddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 	}
 	e->iif = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if); /* ir_iif */
 	describe(e, listener);
@@ -417,7 +420,7 @@ static __always_inline void record(struct seq_file *seq, struct sock *sk, __u8 p
 	if (r.family == AF_INET6)
 		BPF_CORE_READ_INTO(&r.daddr, sk, __sk_common.skc_v6_daddr);
 	else
-		BPF_CORE_READ_INTO(&r.daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)r.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 	bpf_seq_write(seq, &r, sizeof(r));
 #undef e
 }

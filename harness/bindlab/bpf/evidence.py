@@ -1,10 +1,10 @@
 """The kernel side of evidence: ``evidence.bpf.c`` loaded once per process, its events read.
 
 A :class:`Tracer` loads the object (the tracepoint programs this kernel has; see
-:func:`tiers`); the first evidence probe of a namespace attaches them and lets that
-namespace's events through (by inode, filtered in the kernel first) until it closes (the
-last one held detaches them). While a probe runs (:meth:`Tracer.session`) an sk_lookup
-observer is appended to the namespace's chain, the ring buffer is read in batches
+:func:`tiers`); the first evidence probe of a namespace attaches them until it closes
+(the last one held detaches them). While a probe runs (:meth:`Tracer.session`) that
+namespace's events pass (by inode, filtered in the kernel first), an sk_lookup observer is
+appended to the namespace's chain, the ring buffer is read in batches
 (:meth:`Session.read`) and takes snapshots of the namespace's sockets
 with the ``iter/tcp`` / ``iter/udp`` iterators (:meth:`Session.sockets`). Nothing here is
 loaded unless evidence is asked for. Records are decoded into :class:`Event` and
@@ -24,12 +24,13 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bindlab.bpf import build
 from bindlab.bpf.libbpf import BpfObject, LibbpfError, Link, lib
 from bindlab.bpf.ringbuf import RingBuffer
 from bindlab.errors import FeatureMissing, HarnessError
+from bindlab.netns import StashKey
 
 if TYPE_CHECKING:
     from bindlab.netns import NetNS
@@ -40,7 +41,7 @@ VMLINUX = "/sys/kernel/btf/vmlinux"
 BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_FUNC = 6, 8, 12
 _EVENT = struct.Struct("=8BII4H2iIHh8xQQ16s16s16s")  # 112 bytes
 _SOCKREC = struct.Struct("=4B2HiIHh4xQQ16s16s")
-_HEAD = struct.Struct("=BBB5x8xHH")  # kind, proto, family, rport, lport: a record's flow
+_FLOW = struct.Struct("=BBHH16s16s")  # a flow's key bytes (see record_key)
 RADDR, LADDR = 64, 80  # offsets of the flow's addresses in a record
 _U32 = struct.Struct("=I")
 
@@ -109,12 +110,17 @@ class Event:
         return cls(*f)
 
 
-def flow_key(raw: bytes) -> tuple[int, bytes, int, bytes, int]:
-    """A record's flow (proto, client ip, client port, local ip, local port), as ``Flow.key``,
-    read straight from its bytes (no decoding: this runs once per event)."""
-    _, proto, family, rport, lport = _HEAD.unpack_from(raw)
-    n = 4 if family == socket.AF_INET else 16
-    return (proto, raw[RADDR : RADDR + n], rport, raw[LADDR : LADDR + n], lport)
+def record_key(raw: bytes) -> bytes:
+    """A record's flow as bytes: protocol, family, ports, both addresses (16 bytes each).
+    Slices only: this runs once per event. :func:`flow_key` spells a flow the same way."""
+    return raw[1:3] + raw[16:20] + raw[RADDR : LADDR + 16]
+
+
+def flow_key(key: tuple[int, bytes, int, bytes, int]) -> bytes:
+    """``Flow.key`` (proto, src, sport, dst, dport) as :func:`record_key` spells it."""
+    proto, src, sport, dst, dport = key
+    family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+    return _FLOW.pack(proto, family, sport, dport, src, dst)
 
 
 @dataclass(frozen=True)
@@ -241,7 +247,7 @@ class Tracer:
             self.obj.close()
             raise
         self._netns = self.obj.map("netns", 4, 4)
-        self._held: set[int] = set()  # namespaces whose events pass the filter
+        self._held: set[int] = set()  # namespaces keeping the tracepoints attached
         self._links: list[Link] = []  # the tracepoints, attached while one is held
         self.lock = threading.Lock()
 
@@ -249,23 +255,20 @@ class Tracer:
         return program in self.programs
 
     def _hold(self, ns: NetNS, ino: int) -> None:
-        """Let ``ns``'s events through until it closes; the tracepoints stay attached while
-        any namespace is held (attaching one costs milliseconds: it patches kernel text)."""
+        """Keep the tracepoints attached until ``ns`` closes (attaching one costs
+        milliseconds: it patches kernel text); they stay while any namespace is held."""
         if ino in self._held:
             return
         if not self._links:
             for prog in TRACEPOINTS:
                 if self.has(prog):
                     self._links.append(self.obj.attach(prog))
-        self._netns.update(_U32.pack(ino), _U32.pack(1))
         self._held.add(ino)
         ns.defer(self._release, ino)
 
     def _release(self, ino: int) -> None:
         with self.lock:
             self._held.discard(ino)
-            with contextlib.suppress(LibbpfError):
-                self._netns.delete(_U32.pack(ino))
             if not self._held:
                 links, self._links = self._links, []
                 for link in reversed(links):
@@ -277,13 +280,16 @@ class Tracer:
         with self.lock:
             ino = os.fstat(ns.fd).st_ino
             self._hold(ns, ino)
+            key = _U32.pack(ino)
             observer = None
+            self.ring.read()  # stale events: before this probe
+            self._netns.update(key, _U32.pack(1))  # this namespace's events pass, from now
             try:
-                self.ring.read()  # stale events: before this probe
                 if self.has("on_lookup"):  # last in the namespace's chain: sees their choice
                     observer = self.obj.attach_netns("on_lookup", ns.fd)
                 yield Session(self, ns, ino)
             finally:
+                self._netns.delete(key)
                 if observer is not None:
                     observer.destroy()
 
@@ -298,17 +304,51 @@ class Session:
         """The records since the last read, raw (this namespace's; sk_lookup's too): decode
         with :meth:`Event.decode`, key with :func:`flow_key`."""
         mine = _U32.pack(self.ino)
-        return [r for r in self.tracer.ring.read() if r[8:12] == mine or r[0] == EV_LOOKUP]
+        records = self.tracer.ring.read(_EVENT.size)
+        return [r for r in records if r[8:12] == mine or r[0] == EV_LOOKUP]
 
     def sockets(self) -> list[SockRec]:
-        """Every TCP listener and UDP socket of the namespace, now (empty without iterators)."""
+        """Every TCP listener and UDP socket of the namespace, now (empty without iterators).
+
+        ``iter/tcp`` walks the whole established hash of the host (~10 ms here), so its
+        records are reused while the namespace's set of listeners is the same, as told by
+        a sock_diag dump of listeners only (which walks the listening hash alone)."""
         if not self.tracer.has("iter_tcp"):
             return []
-        raw = b""
+        listeners = _listeners(self.ns)
+        cached = self.ns.stash.get(_TCP_SNAPSHOT)
         with self.ns.enter():  # socket iterators walk the creating thread's namespace
-            for prog in ("iter_tcp", "iter_udp"):
-                raw += self.tracer.obj.iterate(prog)
-        return SockRec.decode_all(raw)
+            if cached is not None and cached[0] == listeners:
+                tcp = cached[1]
+            else:
+                tcp = SockRec.decode_all(self.tracer.obj.iterate("iter_tcp"))
+                self.ns.stash.setdefault(_TCP_SNAPSHOT, list)[:] = [listeners, tcp]
+            return tcp + SockRec.decode_all(self.tracer.obj.iterate("iter_udp"))
+
+
+_TCP_SNAPSHOT: StashKey[list[Any]] = StashKey("evidence-tcp-snapshot")
+_DIAG: StashKey[list[Any]] = StashKey("evidence-diag")
+TCPF_LISTEN = 1 << 10
+
+
+def _listeners(ns: NetNS) -> frozenset[int]:
+    """The inodes of ``ns``'s TCP listeners (sock_diag, both families)."""
+    holder = ns.stash.get(_DIAG)
+    if holder is None:
+        from pyroute2 import DiagSocket
+
+        with ns.enter():
+            diag = DiagSocket()
+        diag.bind()
+        holder = ns.stash.setdefault(_DIAG, list)
+        holder.append(diag)
+        ns.defer(diag.close)
+    diag = holder[0]
+    return frozenset(
+        m["idiag_inode"]
+        for fam in (socket.AF_INET, socket.AF_INET6)
+        for m in diag.get_sock_stats(family=fam, states=TCPF_LISTEN)
+    )
 
 
 @functools.cache

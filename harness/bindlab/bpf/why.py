@@ -24,6 +24,7 @@ import contextlib
 import os
 import socket
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,7 @@ HOOKS = {
     kernel.EV_DROP: "kfree_skb",
     kernel.EV_UDP: "sk_data_ready",
 }
-_LOG: StashKey[list[tuple[Flow, str, Evidence]]] = StashKey("evidence")
-Key = tuple[int, bytes, int, bytes, int]
+_LOG: StashKey[list[Report]] = StashKey("evidence")
 
 
 @dataclass(frozen=True)
@@ -91,22 +91,52 @@ def disagreement(verdict: str, ev: Evidence) -> str | None:
     return None
 
 
-def log(ns: NetNS) -> list[tuple[Flow, str, Evidence]]:
-    """Every ``(flow, verdict, evidence)`` recorded in ``ns``, in order (results files and the
-    plugin's agreement check read it)."""
+def log(ns: NetNS) -> list[Report]:
+    """The evidence of every probe of ``ns`` that asked for it, in order."""
     return ns.stash.setdefault(_LOG, list)
+
+
+def entries(ns: NetNS) -> Iterator[tuple[Flow, str, Evidence]]:
+    """Every ``(flow, verdict, evidence)`` recorded in ``ns``, in order (results files and
+    the plugin's agreement check read it)."""
+    for report in log(ns):
+        yield from report.entries()
+
+
+class Report(Mapping[Any, Evidence]):
+    """One probe's ``{flow as given: Evidence}``: each is built when first read (a probe
+    pays for reading the kernel's records, not for the text of evidence nobody reads)."""
+
+    def __init__(
+        self, recorder: Recorder, given: list[Any], flows: list[Flow], verdicts: list[str]
+    ) -> None:
+        self._recorder, self._given, self._flows, self._verdicts = recorder, given, flows, verdicts
+        self._index = {g: i for i, g in enumerate(given)}
+        self._built: dict[int, Evidence] = {}
+
+    def _at(self, i: int) -> Evidence:
+        ev = self._built.get(i)
+        if ev is None:
+            ev = self._built[i] = self._recorder.evidence(self._flows[i], self._verdicts[i])
+        return ev
+
+    def __getitem__(self, flow: Any) -> Evidence:
+        return self._at(self._index[flow])
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._given)
+
+    def __len__(self) -> int:
+        return len(self._given)
+
+    def entries(self) -> Iterator[tuple[Flow, str, Evidence]]:
+        """``(flow, verdict, evidence)`` in probe order."""
+        for i, (f, v) in enumerate(zip(self._flows, self._verdicts, strict=True)):
+            yield f, v, self._at(i)
 
 
 def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _ifname(ns: NetNS, index: int) -> str:
-    try:
-        with ns.enter():
-            return socket.if_indextoname(index)
-    except OSError:
-        return f"if{index}"
 
 
 class Recorder:
@@ -114,7 +144,7 @@ class Recorder:
 
     def __init__(self, ns: NetNS) -> None:
         self.ns = ns
-        self.events: dict[Key, list[bytes]] = defaultdict(list)  # raw records by flow
+        self.events: dict[bytes, list[bytes]] = defaultdict(list)  # records by record_key
         self._cache: dict[bytes, Evidence] = {}  # by the record's socket part: shared
         self.by_cookie: dict[int, str] = {}
         self.by_ino: dict[int, str] = {}
@@ -127,6 +157,8 @@ class Recorder:
         self._stack = contextlib.ExitStack()
         self.session: kernel.Session | None = None
         self.sockets: list[kernel.SockRec] = []
+        self.ifnames: dict[int, str] = {}
+        self.bindings: list[Any] = []  # the dispatcher's, most specific first
         try:
             self.tracer: kernel.Tracer | None = kernel.tracer()
         except (FeatureMissing, HarnessError, OSError) as e:
@@ -136,7 +168,17 @@ class Recorder:
         if self.tracer is not None:
             self.session = self._stack.enter_context(self.tracer.session(self.ns))
             self.sockets = self.session.sockets()
+            # what evidence is spelled with, as it is now (evidence is built when read)
+            with self.ns.enter():
+                self.ifnames = dict(socket.if_nameindex())
+            from bindlab.bpf import dispatcher
+
+            d = dispatcher._dispatchers.get(self.ns)  # bindlab's own, if the probe has one
+            self.bindings = d.bindings() if d is not None and not d.closed else []
         return self
+
+    def _ifname(self, index: int) -> str:
+        return self.ifnames.get(index, f"if{index}")
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
@@ -147,19 +189,15 @@ class Recorder:
         """Read what the kernel recorded so far (call between batches: the ring is finite)."""
         if self.session is None:
             return
-        events, key = self.events, kernel.flow_key
-        for raw in self.session.read():
-            events[key(raw)].append(raw)
+        events = self.events
+        for raw in self.session.read():  # record_key, inlined: once per event
+            events[raw[1:3] + raw[16:20] + raw[64:96]].append(raw)
 
-    def report(
-        self, given: list[Any], flows: list[Flow], verdicts: list[str]
-    ) -> dict[Any, Evidence]:
-        """``{flow as given: Evidence}``, also logged for the results file (:func:`log`)."""
-        out = {}
-        entries = log(self.ns)
-        for g, f, v in zip(given, flows, verdicts, strict=True):
-            ev = out[g] = self.evidence(f, v)
-            entries.append((f, v, ev))
+    def report(self, given: list[Any], flows: list[Flow], verdicts: list[str]) -> Report:
+        """``{flow as given: Evidence}``, each built when first read; logged for the results
+        file and the plugin's check (:func:`entries`)."""
+        out = Report(self, given, flows, verdicts)
+        log(self.ns).append(out)
         return out
 
     # -- per flow ----------------------------------------------------------------------------
@@ -172,7 +210,7 @@ class Recorder:
         if self.tracer is None:
             return Evidence(None, missing=f"EVIDENCE unavailable: {self.unavailable}")
         chosen = drop = lookup = None
-        for raw in self.events.get(flow.key, ()):
+        for raw in self.events.get(kernel.flow_key(flow.key), ()):
             kind = raw[0]
             if kind == kernel.EV_SYNACK or kind == kernel.EV_UDP:
                 chosen = raw
@@ -235,14 +273,14 @@ class Recorder:
         else:
             path.append(f"exact {where}")
         if e.sk_dev:
-            path.append(f"device-bound {_ifname(self.ns, e.sk_dev)}")
+            path.append(f"device-bound {self._ifname(e.sk_dev)}")
         if e.rp_n:
             k = "?" if e.rp_k < 0 else str(e.rp_k)
             path.append(f"reuseport {k} of {e.rp_n}" + (" (BPF program)" if e.has_prog else ""))
         fields = {
             "proto": e.proto,
             "cookie": e.cookie,
-            "inode": e.ino,
+            "inode": e.ino or None,  # read only when the cookie is 0
             "family": "inet6" if e.sk_family == socket.AF_INET6 else "inet",
             "bound": where,
             "bound_dev_if": e.sk_dev,
@@ -256,13 +294,9 @@ class Recorder:
 
     def _binding(self, flow: Flow, label: str) -> str:
         """``sk_lookup``, with the dispatcher binding that matched if bindlab's made it."""
-        from bindlab.bpf import dispatcher
-
-        d = dispatcher._dispatchers.get(self.ns)
-        if d is not None and not d.closed:
-            for b in d.bindings():  # most specific first
-                if label in b.labels and b.rule.matches(flow.proto, flow.dst, flow.dport):
-                    return f"sk_lookup binding {b.rule}"
+        for b in self.bindings:  # most specific first
+            if label in b.labels and b.rule.matches(flow.proto, flow.dst, flow.dport):
+                return f"sk_lookup binding {b.rule}"
         return "sk_lookup"
 
     def _others(self, flow: Flow, won: kernel.Event | None) -> tuple[str, ...]:
@@ -283,7 +317,7 @@ class Recorder:
             if peer:
                 bits.append(f"connected to {peer}")
             if dev:
-                bits.append(f"device {_ifname(self.ns, dev)}")
+                bits.append(f"device {self._ifname(dev)}")
             if gid >= 0:
                 bits.append(f"reuseport group of {n}")
             out.append(f"{', '.join(sorted(names))} ({', '.join(bits)})")
