@@ -23,15 +23,15 @@ class SysctlError(ConfigError):
     """A sysctl key that does not exist in the namespace, or a value the kernel refused."""
 
 
+FLOW_SYNTAX = "'PROTO SRC:PORT -> DST:PORT [dev IFACE]', IPv6 as [ADDR]:PORT"
+
+
 class FlowSyntaxError(ConfigError):
     """A flow string that does not parse."""
 
     def __init__(self, text: str, reason: str) -> None:
         shown = repr(text) if len(text) <= 120 else f"{text[:60]!r}... ({len(text)} characters)"
-        super().__init__(
-            f"bad flow {shown}: {reason} "
-            "(expected 'PROTO SRC:PORT -> DST:PORT [dev IFACE]', IPv6 as [ADDR]:PORT)"
-        )
+        super().__init__(f"bad flow {shown}: {reason} (expected {FLOW_SYNTAX})")
         self.text = text
         self.reason = reason
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bindlab import features
-from bindlab.errors import ConfigError
+from bindlab.errors import FLOW_SYNTAX, ConfigError, FlowSyntaxError
 from bindlab.families import FAMILIES
 from bindlab.flow import RESERVED_VERDICTS, Flow, parse_interface, parse_network
 from bindlab.inject import DEFAULT_INJECTOR
@@ -457,7 +457,10 @@ def _expectations(
     out: dict[Flow, ExpectSpec] = {}
     for text, v in d.items():
         at = f'expect."{text}"'
-        flow = _parsed(Flow.parse, "'PROTO SRC:PORT -> DST:PORT [dev IFACE]'")(c, text, at)
+        try:
+            flow = Flow.parse(text)
+        except FlowSyntaxError as e:  # the key path quotes the flow already: say why only
+            raise c.fail(at, f"bad flow: {e.reason} (expected {FLOW_SYNTAX})") from None
         verdicts = v if isinstance(v, list) and v else [v]
         for x in verdicts:
             program_label = isinstance(x, str) and x.startswith(tuple(f"{p}:" for p in programs))
