@@ -30,7 +30,7 @@ from typing import IO, Any, TextIO
 
 from bindlab.errors import HarnessError
 from bindlab.progress import Progress
-from bindlab.vm import kernels
+from bindlab.vm import kernel_list, kernels
 
 EXIT_USAGE = 2
 EXIT_GUEST_DIED = 122  # the command started, then the guest stopped without its status
@@ -387,13 +387,13 @@ def _annotate(path: str, kernel: kernels.Kernel, r: VMRun) -> None:
 
 
 def cli(argv: list[str]) -> int:
-    """``bindlab vm --kernel K [--timeout S] [--results-dir DIR] -- ARGS``."""
+    """``bindlab vm --kernel K [--timeout S] [--results-dir DIR] -- ARGS``, or ``--all``."""
     opts, cmd = (
         (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     )
     p = argparse.ArgumentParser(
         prog="bindlab vm",
-        usage="bindlab vm --kernel K [options] [-- ARGS ...]",
+        usage="bindlab vm --kernel K | --all [options] [-- ARGS ...]",
         description="Boot kernel K with virtme-ng and run ARGS (default: the scenario suite) "
         "inside as root. Exit code: the command's, or "
         f"{EXIT_GUEST_DIED} guest died, {EXIT_PANIC} kernel panic, {EXIT_TIMEOUT} timeout, "
@@ -401,6 +401,17 @@ def cli(argv: list[str]) -> int:
         epilog="example: bindlab vm --kernel linux-image-amd64 -- pytest scenarios -k udp",
     )
     p.add_argument("--kernel", help="bzImage/vmlinuz, build tree, or linux-image-* package")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="boot every kernel of the kernel list in turn (results in DIR/NAME/)",
+    )
+    p.add_argument(
+        "--kernels",
+        default=kernel_list.DEFAULT_LIST,
+        metavar="FILE",
+        help=f"the kernel list for --all (default: {kernel_list.DEFAULT_LIST})",
+    )
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds for boot + command")
     p.add_argument("--results-dir", default="bindlab-results", help="host dir for results")
     p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
@@ -414,9 +425,11 @@ def cli(argv: list[str]) -> int:
         for e in kernels.cached():
             print(f"{e['package']:32} {e['version']:14} {e['bytes'] / 2**20:7.0f} MiB  {e['path']}")
         return 0
-    if not a.kernel:
-        p.error("--kernel is required")
+    if a.all == bool(a.kernel):
+        p.error("give --kernel K or --all")
     cmd = cmd or [sys.executable, "-m", "pytest", os.path.join(REPO, "scenarios")]
+    if a.all:
+        return _run_list(a, cmd)
     try:
         # every missing tool, named at once, before anything is downloaded
         package = a.kernel.startswith("linux-image-") and not os.path.exists(a.kernel)
@@ -470,6 +483,31 @@ def _dry_run(a: argparse.Namespace, package: bool) -> int:
     print(f"# {kernel.key}: {acc} ({why_acc}), {fs} ({why_fs})")
     print(shlex.join(vng_argv(kernel, acc, fs, "CTL", a.results_dir, "CONSOLE", a.cpus, a.memory)))
     return 0
+
+
+def _run_list(a: argparse.Namespace, cmd: list[str]) -> int:
+    """``--all``: every kernel of the list in turn, then a summary table on stdout."""
+    try:
+        entries = kernel_list.load(a.kernels)
+    except kernel_list.KernelListError as e:
+        print(f"bindlab vm: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    results_dir = a.results_dir
+
+    def one(e: kernel_list.KernelEntry) -> kernel_list.Outcome:
+        a.results_dir = os.path.join(results_dir, e.name)
+        try:
+            k = kernels.resolve(e.kernel, refresh=a.refresh)
+            r = _run_with_sigterm(k, list(e.args) or cmd, a)
+        except HarnessError as err:
+            return kernel_list.Outcome(e.name, e.kernel, "error", EXIT_USAGE, 0.0, str(err))
+        return kernel_list.Outcome(
+            e.name, e.kernel, r.outcome, r.exit_code, r.total_seconds, f"{r.kernel}: {r.message}"
+        )
+
+    outcomes = kernel_list.run_all(entries, one)
+    print(kernel_list.summary(outcomes), end="")
+    return kernel_list.exit_code(outcomes)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
