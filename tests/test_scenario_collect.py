@@ -43,7 +43,7 @@ def test_the_default_run_collects_every_scenario_file(run_pytest: Callable[..., 
     files = {line.split("::")[0] for line in p.stdout.splitlines() if ".toml::" in line}
     shipped = {
         str(f.relative_to(ROOT))
-        for d in ("fixtures", "harness/bindlab/data/rfc")
+        for d in ("fixtures/scenarios", "harness/bindlab/data/rfc")  # bindlab_scenarios
         for f in (ROOT / d).rglob("*.toml")
     }
     assert shipped and files == shipped

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bindlab.results import ScenarioResult
     from bindlab.scenario.load import Scenario
 
-FORMATS = ("table", "md", "json", "html", "ktap", "junit")  # bindlab.report.FORMATS
+FORMATS = ("table", "md", "json", "html", "ktap", "junit", "kcidb")  # bindlab.report.FORMATS, kcidb
 DELEGATED = {"vm": "bindlab.vm.boot", "diff": "bindlab.diff"}
 PROGRESS_MIN_FLOWS = 1000  # runs with fewer flows print no progress
 USAGE, FAILED = 2, 1
@@ -139,10 +139,24 @@ def run_all(
     return results
 
 
-def _emit(args: argparse.Namespace, results: list[ScenarioResult], kernel: dict[str, Any]) -> int:
+def _emit(
+    args: argparse.Namespace,
+    results: list[ScenarioResult],
+    kernel: dict[str, Any],
+    text: str | None = None,
+) -> int:
     from bindlab import report
 
-    text = report.render(args.format, results, kernel)
+    if text is None and args.format == "kcidb":  # KernelCI's schema: bindlab.kcidb
+        from bindlab import kcidb
+
+        try:
+            text = kcidb.dumps(kcidb.from_scenarios(results, kernel))
+        except ValueError as e:  # a malformed $BINDLAB_KCIDB_ORIGIN
+            _err(str(e))
+            return USAGE
+    if text is None:
+        text = report.render(args.format, results, kernel)
     if args.output:
         Path(args.output).write_text(text)
         print(f"# wrote {args.output}: {report.summary(results)}", file=sys.stderr)
@@ -220,7 +234,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         _err(f"cannot read results file: {e}")
         return USAGE
-    return _emit(args, report.from_results(res), res.kernel)
+    text = None
+    if args.format == "kcidb":  # a test per pytest test, not per row: bindlab.kcidb
+        from bindlab import kcidb
+
+        try:
+            text = kcidb.dumps(kcidb.from_results(res))
+        except ValueError as e:  # a malformed $BINDLAB_KCIDB_ORIGIN
+            _err(str(e))
+            return USAGE
+    return _emit(args, report.from_results(res), res.kernel, text)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
