@@ -145,3 +145,8 @@ def test_all_boots_a_listed_kernel(tmp_path):
     assert row.split()[2:4] == ["exited", "0"] and release in row
     assert p.stdout.splitlines()[-1] == "# 1 of 1 kernel(s) passed, 0 skipped"
     assert list((tmp_path / "r" / "deb61").glob("*.vm.json"))
+
+
+def test_the_default_command_is_this_checkouts_suite():
+    """Without ARGS (and no args in the entry) --all and --kernel run scenarios/ of the checkout."""
+    assert Path(vm.REPO) == ROOT and (Path(vm.REPO) / "scenarios" / "conftest.py").is_file()

@@ -187,7 +187,7 @@ def _time(created: str) -> str:
 
 def from_results(results: Results) -> dict[str, Any]:
     """KCIDB data for a results file (``pytest --bindlab-results``): a test per pytest test."""
-    tests = []
+    tests: list[tuple[tuple[str, ...], dict[str, Any]]] = []
     for nodeid, t in sorted(results.tests.items()):
         excerpt, misc = _pytest_output(t)
         fields = {
@@ -204,25 +204,25 @@ def from_scenarios(
     results: Sequence[ScenarioResult], kernel: dict[str, Any], created: str = ""
 ) -> dict[str, Any]:
     """KCIDB data for a ``bindlab run``/``rfc``: a test per scenario row (flow or socket step)."""
-    tests = []
+    tests: list[tuple[tuple[str, ...], dict[str, Any]]] = []
     for res in results:
         for r in res.rows:
             lines = [f"{r.name}: observed {r.observed or '-'}, expected {r.expected}"]
             lines += r.detail.splitlines() if r.detail else []
-            fields = {
+            misc = {
+                "scenario": res.name,
+                "file": res.path,
+                "line": r.line,
+                "kind": r.kind,
+                "expected": r.expected,
+                "observed": r.observed,
+            }
+            fields: dict[str, Any] = {
                 "status": STATUS.get(r.status, "ERROR"),
                 "comment": f"{res.path}: {r.name}",
                 "log_excerpt": _excerpt(lines),
-                "misc": {
-                    "scenario": res.name,
-                    "file": res.path,
-                    "line": r.line,
-                    "kind": r.kind,
-                    "expected": r.expected,
-                    "observed": r.observed,
-                },
+                "misc": {k: v for k, v in misc.items() if v is not None},
             }
-            fields["misc"] = {k: v for k, v in fields["misc"].items() if v is not None}
             tests.append(((res.name, r.name), fields))
     return _document(kernel, _time(created), tests)
 

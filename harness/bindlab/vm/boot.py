@@ -47,7 +47,8 @@ UNUSED_MODULES = (
     "intel_pmc_bxt", "i6300esb", "lpc_ich", "i2c_i801", "i2c_smbus", "evdev", "psmouse",
     "serio_raw", "pcspkr", "button",
 )  # fmt: skip
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the checkout holding harness/bindlab/vm/boot.py: its scenarios/ is the default command
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 @dataclass
@@ -427,9 +428,10 @@ def cli(argv: list[str]) -> int:
         return 0
     if a.all == bool(a.kernel):
         p.error("give --kernel K or --all")
-    cmd = cmd or [sys.executable, "-m", "pytest", os.path.join(REPO, "scenarios")]
-    if a.all:
-        return _run_list(a, cmd)
+    suite = [sys.executable, "-m", "pytest", os.path.join(REPO, "scenarios")]
+    if a.all:  # ARGS given here, else the entry's args, else the suite
+        return _run_list(a, cmd, suite)
+    cmd = cmd or suite
     try:
         # every missing tool, named at once, before anything is downloaded
         package = a.kernel.startswith("linux-image-") and not os.path.exists(a.kernel)
@@ -485,7 +487,7 @@ def _dry_run(a: argparse.Namespace, package: bool) -> int:
     return 0
 
 
-def _run_list(a: argparse.Namespace, cmd: list[str]) -> int:
+def _run_list(a: argparse.Namespace, cmd: list[str], suite: list[str]) -> int:
     """``--all``: every kernel of the list in turn, then a summary table on stdout."""
     try:
         entries = kernel_list.load(a.kernels)
@@ -498,7 +500,7 @@ def _run_list(a: argparse.Namespace, cmd: list[str]) -> int:
         a.results_dir = os.path.join(results_dir, e.name)
         try:
             k = kernels.resolve(e.kernel, refresh=a.refresh)
-            r = _run_with_sigterm(k, list(e.args) or cmd, a)
+            r = _run_with_sigterm(k, cmd or list(e.args) or suite, a)
         except HarnessError as err:
             return kernel_list.Outcome(e.name, e.kernel, "error", EXIT_USAGE, 0.0, str(err))
         return kernel_list.Outcome(
