@@ -87,7 +87,9 @@ def test_rfc_export_validates_and_matches_the_pytest_paths(tmp_path):
     assert rfc["tests"] and {t["status"] for t in rfc["tests"]} <= {"PASS", "SKIP"}
     row = next(t for t in rfc["tests"] if t["misc"]["kind"] == "flow")
     assert row["log_excerpt"].startswith(f"{row['comment'].split(': ', 1)[1]}: observed ")
-    assert row["misc"]["observed"] and row["path"].startswith(f"bindlab.{row['misc']['scenario']}.")
+    assert row["misc"]["observed"] and row["path"].startswith(
+        f"bindlab.{Path(row['misc']['file']).stem}."
+    )
     results = tmp_path / "rfc-results.json"
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(RFC_DIR),
@@ -104,8 +106,11 @@ def test_names_become_kcidb_paths_and_clashes_get_a_digest():
         "tcp_2001_db8_1_40001_to_2001_db8_2_81"
     )
     assert kcidb.nodeid_parts("scenarios/test_x.py::C::test_y[ipv6-udp]") == (
-        "test_x", "C", "test_y[ipv6-udp]",
+        "test_x", "C", "test_y", "ipv6-udp",
     )  # fmt: skip
+    v6 = "tcp [2001:db8::1]:40001 -> [2001:db8::2]:81"
+    assert kcidb.nodeid_parts(f"rfc/a.toml::{v6}[ipv6]") == ("a", v6, "ipv6")
+    assert kcidb.nodeid_parts(f"rfc/a.toml::{v6}") == ("a", v6)
     paths = kcidb.unique_paths([("s", "a b"), ("s", "a:b"), ("s", "c")])
     assert paths[2] == "bindlab.s.c" and paths[0] != paths[1]
     assert all(p.startswith("bindlab.s.a_b-") for p in paths[:2])

@@ -10,7 +10,7 @@ that build. bindlab tests kernels it did not build, so a run becomes::
 
 with the kernel release and config as every test's ``environment``, and the observed
 verdict in its ``log_excerpt`` (and ``misc``). Paths are stable across runs and kernels:
-``bindlab.<module or scenario>.<test or row>``, each part reduced to KCIDB's path alphabet
+``bindlab.<module or scenario>.<test or row>[.<variant>]``, each part reduced to KCIDB's path alphabet
 (``[A-Za-z0-9_-]``); two names that reduce alike get a digest of their own name appended.
 
 The origin (the CI system's name in KCIDB) is ``bindlab`` unless ``$BINDLAB_KCIDB_ORIGIN``
@@ -69,11 +69,23 @@ def unique_paths(names: Sequence[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def split_variant(name: str) -> tuple[str, ...]:
+    """``test_y[ipv4-tcp]`` -> ``("test_y", "ipv4-tcp")``: a parameter set or family variant
+    is the last level of the path; a name without one stays whole."""
+    m = re.fullmatch(r"(.+?)\[([^\[\]]+)\]", name)
+    return (m.group(1), m.group(2)) if m else (name,)
+
+
 def nodeid_parts(nodeid: str) -> tuple[str, ...]:
-    """``scenarios/test_x.py::test_y[ipv4]`` -> ``("test_x", "test_y[ipv4]")``; classes kept."""
-    file, *rest = nodeid.split("::")
+    """``scenarios/test_x.py::C::test_y[ipv4]`` -> ``("test_x", "C", "test_y", "ipv4")``."""
+    file, _, rest = nodeid.partition("::")
     stem = os.path.basename(file).rsplit(".", 1)[0] if file else "tests"
-    return (stem, *rest) if rest else (stem,)
+    if not rest:
+        return (stem,)
+    cut = rest.find("[")  # "::" inside parameters (IPv6 flows) does not separate levels
+    head, params = (rest[:cut], rest[cut:]) if cut >= 0 else (rest, "")
+    *outer, last = head.split("::")
+    return (stem, *outer, *split_variant(last + params))
 
 
 # -- checkout, build, environment ----------------------------------------------------------
@@ -223,7 +235,8 @@ def from_scenarios(
                 "log_excerpt": _excerpt(lines),
                 "misc": {k: v for k, v in misc.items() if v is not None},
             }
-            tests.append(((res.name, r.name), fields))
+            name, *variant = split_variant(res.name)  # "file[ipv6]": a family variant
+            tests.append(((name, r.name, *variant), fields))
     return _document(kernel, _time(created), tests)
 
 
