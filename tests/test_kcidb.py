@@ -109,8 +109,13 @@ def test_names_become_kcidb_paths_and_clashes_get_a_digest():
         "test_x", "C", "test_y", "ipv6-udp",
     )  # fmt: skip
     v6 = "tcp [2001:db8::1]:40001 -> [2001:db8::2]:81"
-    assert kcidb.nodeid_parts(f"rfc/a.toml::{v6}[ipv6]") == ("a", v6, "ipv6")
-    assert kcidb.nodeid_parts(f"rfc/a.toml::{v6}") == ("a", v6)
+    assert kcidb.nodeid_parts(f"rfc/a.toml::flow[{v6}][ipv6]") == ("a", v6, "ipv6")
+    assert kcidb.nodeid_parts(f"rfc/a.toml::flow[{v6}]") == ("a", v6)
+    v4 = "udp 198.18.0.1:1 -> 192.0.2.1:53"
+    assert kcidb.nodeid_parts(f"rfc/a.toml::flow[{v4}]") == ("a", v4)
+    assert kcidb.nodeid_parts("rfc/a.toml::socket[b: tcp bind 192.0.2.1:80][ipv4]") == (
+        "a", "b: tcp bind 192.0.2.1:80", "ipv4",
+    )  # fmt: skip
     paths = kcidb.unique_paths([("s", "a b"), ("s", "a:b"), ("s", "c")])
     assert paths[2] == "bindlab.s.c" and paths[0] != paths[1]
     assert all(p.startswith("bindlab.s.a_b-") for p in paths[:2])

@@ -85,7 +85,12 @@ def nodeid_parts(nodeid: str) -> tuple[str, ...]:
     cut = rest.find("[")  # "::" inside parameters (IPv6 flows) does not separate levels
     head, params = (rest[:cut], rest[cut:]) if cut >= 0 else (rest, "")
     *outer, last = head.split("::")
-    return (stem, *outer, *split_variant(last + params))
+    item = last + params
+    # a scenario file's row: flow[NAME] or socket[NAME], then its family variant if any
+    row = re.fullmatch(r"(?:flow|socket)\[(.*?)\](?:\[([^\[\]]+)\])?", item)
+    if row:
+        return (stem, *outer, row.group(1), *([row.group(2)] if row.group(2) else []))
+    return (stem, *outer, *split_variant(item))
 
 
 # -- checkout, build, environment ----------------------------------------------------------
