@@ -137,3 +137,16 @@ def test_lenient_spellings_are_refused(text: str, culprit: str) -> None:
     with pytest.raises(FlowSyntaxError) as e:
         Flow.parse(text)
     assert culprit in str(e.value)
+
+
+def test_a_flow_error_stays_one_short_line_whatever_the_culprit() -> None:
+    """Escapes lengthen a repr (one astral character is printed as 10): the bound holds."""
+    odd = "\U00018cd6\U00018d09" * 40
+    for text in (
+        f"tcp 198.18.0.1:1 -> 192.0.2.1:80 dev 00{odd}in9",
+        f"udp {odd}[2001:db8::1]:2 -> [2001:db8::2]:3",
+    ):
+        with pytest.raises(FlowSyntaxError) as e:
+            Flow.parse(text)
+        message = str(e.value)
+        assert "\n" not in message and len(message) <= 400, message

@@ -30,8 +30,12 @@ class FlowSyntaxError(ConfigError):
     """A flow string that does not parse."""
 
     def __init__(self, text: str, reason: str) -> None:
-        shown = repr(text) if len(text) <= 120 else f"{text[:60]!r}... ({len(text)} characters)"
-        super().__init__(f"bad flow {shown}: {reason} (expected {FLOW_SYNTAX})")
+        # bounded whatever the input: escapes (\U0001f600 is 10 characters) count too
+        shown = repr(text)
+        if len(shown) > 120:
+            shown = f"{shown[:60]}... ({len(text)} characters)"
+        brief = reason if len(reason) <= 200 else f"{reason[:197]}..."
+        super().__init__(f"bad flow {shown}: {brief} (expected {FLOW_SYNTAX})")
         self.text = text
         self.reason = reason
 
