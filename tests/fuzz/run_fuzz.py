@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve()
 
 
 def worker() -> None:
-    """Answer one JSON request per line: {"file": PATH} or {"flow": TEXT}."""
+    """Answer one JSON request per line: {"file": PATH} or {"flow": PATH of the flow's text}."""
     from bindlab import Flow, FlowSyntaxError
     from bindlab.scenario.load import ScenarioError, load
 
@@ -56,7 +56,7 @@ def worker() -> None:
             if "file" in req:
                 load(req["file"])
             else:
-                Flow.parse(req["flow"])
+                Flow.parse(Path(req["flow"]).read_bytes().decode())
             out: dict[str, Any] = {"outcome": "ok"}
         except (ScenarioError, FlowSyntaxError) as e:
             out = {"outcome": "refused", "message": str(e)}
@@ -171,7 +171,9 @@ def main() -> int:
         for i in range(args.flows):
             seed = args.seed * 1_000_003 + i
             fcase = flow_case(seed)
-            r = w.ask({"flow": str(fcase.text)}, args.timeout)
+            flow_path = os.path.join(tmp, "flow.txt")  # a path, not the text: a stuck worker
+            Path(flow_path).write_bytes(str(fcase.text).encode())  # must not block our pipe
+            r = w.ask({"flow": flow_path}, args.timeout)
             kinds[f"{fcase.kind} {r['outcome']}"] += 1
             if r["outcome"] in ("traceback", "hang"):
                 finding(r["outcome"] + "s", fcase.kind, seed, r["message"])
