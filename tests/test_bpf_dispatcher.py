@@ -4,7 +4,9 @@ one dispatcher per namespace, and nothing (fds, links) outlives close()."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
+import weakref
 
 import pytest
 from bindlab import ConfigError, HarnessError, Namespace
@@ -105,3 +107,15 @@ def test_missing_object_file_is_a_libbpf_error(tmp_path) -> None:
     with pytest.raises(LibbpfError) as e:
         BpfObject(tmp_path / "none.o")
     assert e.value.errno == errno.ENOENT and "none.o" in str(e.value)
+
+
+def test_a_closed_dispatcher_lets_its_namespace_go() -> None:
+    """Harm: a registry entry left by close() holds the dispatcher, which holds its
+    namespace: neither is ever freed (found by the curated mutation list)."""
+    ns = Namespace()
+    d = sk_lookup(ns)
+    refs = weakref.ref(ns), weakref.ref(d)
+    ns.close()
+    del ns, d
+    gc.collect()
+    assert [r() for r in refs] == [None, None]

@@ -163,3 +163,6 @@ def test_a_verdict_moving_inside_its_expected_alternatives_is_no_regression():
     d = Observed("failed", "x", verdicts={FLOW: "r2"}, expected={FLOW: "r1|r2"})
     assert any(r.regression for r in diff.diff(results("a", t=a), results("d", t=d)))
     assert diff.satisfies("port 1-3", "port 2") and not diff.satisfies("port 1-3", "port 4")
+    # a range holds both its ends (the kernel's ip_local_port_range is inclusive too)
+    assert diff.satisfies("port 1-3", "port 1") and diff.satisfies("port 1-3", "port 3")
+    assert not diff.satisfies("port 1-3", "port 0")

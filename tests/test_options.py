@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 
 import pytest
@@ -95,10 +97,22 @@ def test_unknown_option_creates_nothing(netns: Namespace) -> None:
     assert len(netns._cleanups) == before and not netns.sockets
 
 
+def _open_sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:[")
+    return n
+
+
 def test_refused_option_closes_the_socket(netns: Namespace) -> None:
-    with pytest.raises(SockOptError):
+    before = _open_sockets()
+    with pytest.raises(SockOptError) as refused:
         netns.tcp_listener("127.0.0.1:80", label="x", local_port_range=(2, 1))
     assert not netns.sockets
+    # closed at once, not when the garbage collector gets to it (the error's traceback,
+    # which a caller may keep, still references the socket)
+    assert refused.traceback and _open_sockets() == before
 
 
 @pytest.mark.parametrize("label", ["", "two words", "RST", "NONE", "ICMP", "UNLABELLED"])

@@ -34,6 +34,25 @@ def test_leftovers_are_bl_names_whose_owner_is_gone(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == sorted([alive, "bl-handmade", "other-ns"])
 
 
+def test_process_start_time_is_the_start_time() -> None:
+    """Field 22 of /proc/PID/stat, in clock ticks since boot: it never changes while the
+    process runs (its neighbours, vsize and rss, do) and is not after now."""
+    me = os.getpid()
+    start = process_start_time(me)
+    grown = bytearray(64 << 20)  # vsize grows by 64 MiB
+    assert process_start_time(me) == start and grown
+    with open("/proc/uptime") as f:
+        now = float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+    assert start is not None and int(start) <= now
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        later = process_start_time(child.pid)
+        assert later is not None and int(start) <= int(later) <= now + 500
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_missing_run_dir_is_empty(tmp_path: Path) -> None:
     assert reaper.reap(str(tmp_path / "nope")) == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -72,6 +73,8 @@ def test_totals_and_ok() -> None:
     assert report.totals(sample()) == {PASS: 3, FAIL: 1, SKIP: 1, ERROR: 1}
     assert not report.ok(sample())
     assert report.ok(sample()[1:2])  # skips alone are fine
+    # per scenario too: a failed or an errored row makes it not ok, a skipped one does not
+    assert [res.ok for res in sample()] == [False, True, False]
 
 
 def test_table_shows_each_row_side_by_side_with_the_packets_of_failures() -> None:
@@ -300,3 +303,19 @@ def test_a_python_tests_rows_have_expected_verdicts_and_packets_of_mismatches() 
     table = report.table([group])
     assert re.search(r"tcp 198\.18\.0\.1:2 -> 192\.0\.2\.2:80\s+api\s+RST\s+FAIL", table)
     assert "      <- IP / TCP RA" in table
+
+
+def test_html_marks_failed_and_errored_rows() -> None:
+    """Issue 17, item 9: the HTML report once showed a FAIL row as ok (its only test was of
+    an all-pass run)."""
+    page = report.html(sample(), {"release": "k", "machine": "x86_64"})
+    row = r'<tr class="row (\w+)"><td><code>([^<]*)</code>.*?<td class="res">(\w+)</td></tr>'
+    cells = re.findall(row, page, re.S)
+    want = [
+        (r.status, html.escape(r.name), report.SHOWN[r.status])
+        for res in sample()
+        for r in res.rows
+    ]
+    assert sorted(cells) == sorted(want)
+    assert ("fail", "tcp 198.18.0.1:2 -&gt; 192.0.2.200:80", "FAIL") in cells
+    assert "1 fail" in page and "1 error" in page

@@ -54,6 +54,23 @@ def test_a_handshake_nobody_labelled_accepted_is_unlabelled(netns: Namespace) ->
     assert netns.probe(rows) == rows
 
 
+def test_every_udp_flow_of_a_batch_reaches_its_own_socket(netns: Namespace) -> None:
+    """Harm: UDP probes told apart by nothing but their payload gave one flow its socket's
+    label and the rest of the batch NONE (found by the curated mutation list)."""
+    netns.add_local_route("192.0.2.0/24")
+    for i in range(4):
+        netns.udp_socket(f"192.0.2.{10 + i}:53", label=f"dns{i}")
+    flows = {f"udp 198.18.0.1:{40000 + i} -> 192.0.2.{10 + i}:53": f"dns{i}" for i in range(4)}
+    assert netns.probe(flows) == flows
+
+
+def test_a_flow_given_twice_in_one_probe_is_refused(netns: Namespace) -> None:
+    """Harm: the same 4-tuple injected twice in one batch: its two handshakes race, and
+    the verdict is whichever answer came last."""
+    with pytest.raises(ConfigError, match="given twice in one probe"):
+        netns.probe([FLOW, "tcp 198.18.0.2:1 -> 192.0.2.10:80", FLOW.upper().lower()])
+
+
 # -- lost regressions ------------------------------------------------------------------------
 
 
