@@ -10,7 +10,13 @@ from bindlab.packets import TCP_ACK, TCP_RST, TCP_SYN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6PacketTooBig,
+    ICMPv6TimeExceeded,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+)
 from scapy.packet import Raw
 
 V4 = ("198.18.0.1", "192.0.2.10")
@@ -247,3 +253,21 @@ def test_decode_reads_tcp_behind_ipv4_options() -> None:
         77,
         TCP_SYN | TCP_ACK,
     )
+
+
+@pytest.mark.parametrize(
+    "pkt",
+    [
+        # ICMP errors other than destination unreachable, each quoting a real flow: the
+        # probe must not read them as a closed port (found by mutmut on packets.decode)
+        bytes(IP(src=V4[1], dst=V4[0]) / ICMP(type=11, code=0) / scapy_ip(*V4) / UDP(dport=54)),
+        bytes(IP(src=V4[1], dst=V4[0]) / ICMP(type=1, code=0) / scapy_ip(*V4) / UDP(dport=54)),
+        bytes(IPv6(src=V6[1], dst=V6[0]) / ICMPv6TimeExceeded() / scapy_ip(*V6) / UDP(dport=54)),
+        bytes(IPv6(src=V6[1], dst=V6[0]) / ICMPv6PacketTooBig() / scapy_ip(*V6) / UDP(dport=54)),
+        # an unreachable whose quote is cut short of the ports
+        bytes(IP(src=V4[1], dst=V4[0]) / ICMP(type=3, code=3) / bytes(scapy_ip(*V4))[:20]),
+    ],
+    ids=["v4-time-exceeded", "v4-type-1", "v6-time-exceeded", "v6-too-big", "v4-short-quote"],
+)
+def test_decode_reads_only_destination_unreachable_as_icmp(pkt: bytes) -> None:
+    assert packets.decode(pkt) is None

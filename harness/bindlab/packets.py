@@ -172,7 +172,9 @@ def decode(pkt: bytes) -> Reply | None:
         return None
     if proto == icmp_proto and len(body) >= 8:
         typ, code = body[0], body[1]
-        inner = decode(body[8:]) if typ in (3, 1) else None  # dest unreachable (v4 3, v6 1)
+        # destination unreachable only (ICMP 3, ICMPv6 1): ICMPv6 3 is time exceeded
+        unreachable = typ == (3 if version == 4 else 1)
+        inner = decode(body[8:]) if unreachable else None
         if inner is None:
             return None
         return Reply(inner.proto, inner.src, inner.dst, inner.sport, inner.dport, icmp=(typ, code))
