@@ -197,6 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios = _load_all(paths)
     if scenarios is None:
         return USAGE
+    return _run_and_emit(args, scenarios)
+
+
+def _run_and_emit(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
+    """Run ``scenarios`` (or, without privileges, report them skipped) and print the report."""
     if not _capable(quiet=True):
         return _unprivileged(args, scenarios)
     return _emit(
@@ -216,13 +221,7 @@ def cmd_rfc(args: argparse.Namespace) -> int:
                 f"{sc.path}\n    claim:  {sc.claim or '(none)'}\n    source: {sc.source or '(none)'}"
             )
         return 0
-    if not _capable(quiet=True):
-        return _unprivileged(args, scenarios)
-    return _emit(
-        args,
-        run_all(scenarios, args.quiet, args.bindlab_bindtoprefix_optname, args.evidence),
-        _kernel(),
-    )
+    return _run_and_emit(args, scenarios)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
