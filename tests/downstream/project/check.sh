@@ -4,7 +4,7 @@ set -euo pipefail
 python -c 'import harness, bindlab; assert harness.WHO == "downstream", harness.__file__; print("import harness ->", harness.__file__); print("bindlab", bindlab.__version__, "from", bindlab.__file__)'
 out=$(python -m pytest -q -rA 2>&1) || { echo "$out"; echo "downstream: pytest failed" >&2; exit 1; }
 echo "$out" | tail -n 12
-echo "$out" | grep -q "bl_scenarios/split.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" \
+echo "$out" | grep -qF "bl_scenarios/split.toml::flow[tcp 198.18.0.1:40000 -> 192.0.2.10:80]" \
     || { echo "downstream: the opted-in scenario file was not collected" >&2; exit 1; }
 if echo "$out" | grep -q "foo.toml"; then echo "downstream: scenarios/foo.toml was collected" >&2; exit 1; fi
 echo "$out" | grep -Eq "^5 passed, 1 deselected" \
