@@ -2,8 +2,8 @@
 
 A scenario is one namespace setup, the sockets made in it (in file order), optional sk_lookup
 dispatch bindings, and what is expected: a verdict per flow, an errno or port per socket.
-``fixtures/scenarios/schema.json`` documents the format. Every problem is one
-:class:`ScenarioError` naming the file, the line (where it can be found) and the key path::
+``bindlab/data/schema.json`` documents the format. Every problem is one
+:class:`ScenarioError` (located by :class:`~bindlab.scenario.check.Checker`) naming the file, the line (where it can be found) and the key path::
 
     reuseport.toml:14: socket[1].bind: bad socket address '192.0.2.1:99999': ...
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import difflib
 import errno as _errno
-import re
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,21 @@ from bindlab.inject import DEFAULT_INJECTOR
 from bindlab.net import KINDS, check_ifname, sysctl_path
 from bindlab.programs import wanted
 from bindlab.scenario import bounds
+from bindlab.scenario.check import (
+    REQUIRED,
+    Checker,
+    Conv,
+    Spec,
+    bool_value,
+    choice,
+    kind_of,
+    list_of,
+    one_line,
+    parsed,
+    raw,
+    str_value,
+    table,
+)
 from bindlab.scenario.model import (
     OK,
     AddrSpec,
@@ -42,167 +55,6 @@ from bindlab.scenario.model import (
 )
 from bindlab.scenario.variants import variants
 from bindlab.sockets import OPTIONS, check_label, parse_addr
-
-REQUIRED = object()
-
-
-class _Checker:
-    """Turns each problem into a ScenarioError located by line (best effort) and key path."""
-
-    def __init__(self, path: str, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-        self._headers: dict[str, list[int]] = {}
-        self._quoted: dict[str, int] | None = None
-
-    def fail(self, where: str, problem: str) -> ScenarioError:
-        """The error for ``problem`` at key path ``where``: one line, of bounded length."""
-        line = self.locate(where)
-        at = f"{self.path}:{line}" if line else self.path
-        problem = _one_line(problem, 300)
-        return ScenarioError(
-            f"{at}: {_one_line(where, 120)}: {problem}" if where else f"{at}: {problem}"
-        )
-
-    def header_line(self, table: str, index: int) -> int | None:
-        """The line of the ``index``-th ``[[table]]`` header, if there is one."""
-        if table not in self._headers:
-            pat = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
-            self._headers[table] = [n for n, ln in enumerate(self.lines, 1) if pat.match(ln)]
-        hits = self._headers[table]
-        return hits[index] if index < len(hits) else None
-
-    def key_line(self, key: str, head: int) -> int | None:
-        """The line assigning ``key`` in the table whose header is on line ``head`` (0: top)."""
-        pat = re.compile(rf'^\s*"?{re.escape(key)}"?\s*=')
-        for n in range(head, len(self.lines)):
-            if self.lines[n].lstrip().startswith("["):
-                break
-            if pat.match(self.lines[n]):
-                return n + 1
-        return head or None
-
-    def any_key_line(self, key: str) -> int | None:
-        """The first line assigning ``key`` (bare or quoted) anywhere in the file."""
-        pat = re.compile(rf'^\s*"?{re.escape(key)}"?\s*=')
-        return next((n for n, ln in enumerate(self.lines, 1) if pat.match(ln)), None)
-
-    def locate(self, where: str) -> int | None:
-        """The line of a key path such as ``socket[2].bind`` or ``expect."FLOW"``."""
-        return self._locate(where) or self._anywhere(where)
-
-    def _anywhere(self, where: str) -> int | None:
-        """The first line assigning, or opening a table of, the path (or its first key)."""
-        for key in (where, re.split(r"[.\[]", where, maxsplit=1)[0]):
-            if key:
-                pat = re.compile(rf'^\s*(?:\[\[?\s*)?"?{re.escape(key)}"?\s*[=.\]]')
-                if hit := next((n for n, ln in enumerate(self.lines, 1) if pat.match(ln)), None):
-                    return hit
-        return None
-
-    def _locate(self, where: str) -> int | None:
-        if m := re.match(r"^(socket|dispatch|program)\[(\d+)\](?:\.(\w+))?", where):
-            head = self.header_line(m[1], int(m[2]))
-            return self.key_line(m[3], head) if head and m[3] else head
-        if m := re.match(r'^(?:expect|setup\.sysctls)\."(.*)"', where):
-            if self._quoted is None:  # every '"KEY" =' line, once: files may hold 10k rows
-                pat = re.compile(r'^\s*"((?:[^"\\]|\\.)*)"\s*=')
-                found = ((pat.match(ln), n) for n, ln in enumerate(self.lines, 1))
-                self._quoted = {}
-                for q, n in found:
-                    if q:
-                        self._quoted.setdefault(q[1], n)
-            return self._quoted.get(m[1]) or self.any_key_line(m[1])
-        if m := re.match(r"^setup\.(\w+)", where):
-            pat = re.compile(r"^\s*\[\s*setup\s*\]")
-            return self.key_line(
-                m[1], next((n for n, ln in enumerate(self.lines, 1) if pat.match(ln)), 0)
-            )
-        return self.key_line(m[1], 0) if (m := re.match(r"^(\w+)", where)) else None
-
-    def record(self, d: Any, where: str, spec: Spec) -> dict[str, Any]:
-        """Check table ``d`` against ``spec`` (key -> (converter, default or REQUIRED))."""
-        if not isinstance(d, dict):
-            raise self.fail(where, f"expected a table, got {_kind(d)}")
-        at = f"{where}." if where else ""
-        for k in d:
-            if k not in spec:
-                near = difflib.get_close_matches(k, list(spec), 1)
-                hint = f"did you mean {near[0]!r}? " if near else ""
-                raise self.fail(
-                    f"{at}{k}", f"unknown key {k!r}; {hint}expected one of: {', '.join(spec)}"
-                )
-        out = {}
-        for k, (conv, default) in spec.items():
-            if k in d:
-                out[k] = conv(self, d[k], f"{at}{k}")
-            elif default is REQUIRED:
-                raise self.fail(where, f"missing key {k!r}")
-            else:
-                out[k] = default
-        return out
-
-
-def _one_line(text: str, limit: int = 0) -> str:
-    """``text`` with control characters escaped (one line), cut to ``limit`` characters."""
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return (
-        text if not limit or len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} chars)"
-    )
-
-
-Conv = Callable[[_Checker, Any, str], Any]
-Spec = dict[str, tuple[Conv, Any]]
-
-
-def _kind(v: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array", dict: "a table"}  # fmt: skip
-    return names.get(type(v), type(v).__name__) + ("" if isinstance(v, dict | list) else f" ({v!r})")  # fmt: skip
-
-
-def _typed(t: type, what: str) -> Conv:
-    def conv(c: _Checker, v: Any, where: str) -> Any:
-        if not isinstance(v, t) or (t is int and isinstance(v, bool)):
-            raise c.fail(where, f"expected {what}, got {_kind(v)}")
-        return v
-
-    return conv
-
-
-_str, _bool = _typed(str, "a string"), _typed(bool, "true or false")
-
-
-def _list(item: Conv) -> Conv:
-    def conv(c: _Checker, v: Any, where: str) -> tuple[Any, ...]:
-        if not isinstance(v, list):
-            raise c.fail(where, f"expected an array, got {_kind(v)}")
-        return tuple(item(c, x, f"{where}[{i}]") for i, x in enumerate(v))
-
-    return conv
-
-
-def _choice(*values: Any) -> Conv:
-    def conv(c: _Checker, v: Any, where: str) -> Any:
-        if isinstance(v, bool) or v not in values:
-            raise c.fail(where, f"{v!r} is not one of: {', '.join(map(repr, values))}")
-        return v
-
-    return conv
-
-
-def _parsed(fn: Callable[[str], Any], what: str) -> Conv:
-    """A string converted by ``fn``, whose ValueError (incl. ConfigError) becomes the message."""
-
-    def conv(c: _Checker, v: Any, where: str) -> Any:
-        if not isinstance(v, str):
-            raise c.fail(where, f"expected {what}, got {_kind(v)}")
-        try:
-            return fn(v)
-        except ValueError as e:  # the core's parsers may raise a bare ValueError too
-            raise c.fail(where, f"{e} (expected {what})") from None
-
-    return conv
 
 
 def _endpoint(text: str) -> tuple[str, int, tuple[Any, ...]]:
@@ -233,35 +85,35 @@ def _net(text: str) -> str:
 
 def _name(text: str) -> str:
     if not text or not text.isprintable() or len(text) > 100:
-        raise ValueError(f"bad name {_one_line(text, 60)!r}: 1-100 printable characters, one line")
+        raise ValueError(f"bad name {one_line(text, 60)!r}: 1-100 printable characters, one line")
     return text
 
 
-_prefix = _parsed(_net, "a prefix like '192.0.2.0/24' (host bits clear)")
-_iface = _parsed(lambda t: str(parse_interface(t)), "an address like '203.0.113.1/24'")
-_ifname = _parsed(check_ifname, "an interface name")
-_addr = _parsed(_endpoint, "'IP:PORT' or '[IPv6]:PORT', port 0-65535")
+_prefix = parsed(_net, "a prefix like '192.0.2.0/24' (host bits clear)")
+_iface = parsed(lambda t: str(parse_interface(t)), "an address like '203.0.113.1/24'")
+_ifname = parsed(check_ifname, "an interface name")
+_addr = parsed(_endpoint, "'IP:PORT' or '[IPv6]:PORT', port 0-65535")
 
 
-def _route(c: _Checker, v: Any, where: str) -> RouteSpec:
+def _route(c: Checker, v: Any, where: str) -> RouteSpec:
     if isinstance(v, str):
         return RouteSpec(_prefix(c, v, where))
     return RouteSpec(**c.record(v, where, {"prefix": (_prefix, REQUIRED), "dev": (_ifname, "lo")}))
 
 
-def _sysctls(c: _Checker, v: Any, where: str) -> tuple[tuple[str, str], ...]:
+def _sysctls(c: Checker, v: Any, where: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(v, dict):
-        raise c.fail(where, f"expected a table of 'net.*' keys, got {_kind(v)}")
+        raise c.fail(where, f"expected a table of 'net.*' keys, got {kind_of(v)}")
     for k, x in v.items():
-        _parsed(sysctl_path, "a per-namespace 'net.*' key")(c, k, f'{where}."{k}"')
+        parsed(sysctl_path, "a per-namespace 'net.*' key")(c, k, f'{where}."{k}"')
         if isinstance(x, bool) or not isinstance(x, str | int):
-            raise c.fail(f'{where}."{k}"', f"expected a string or integer, got {_kind(x)}")
+            raise c.fail(f'{where}."{k}"', f"expected a string or integer, got {kind_of(x)}")
     return tuple((k, str(x)) for k, x in v.items())
 
 
-def _options(c: _Checker, v: Any, where: str) -> tuple[tuple[str, Any], ...]:
+def _options(c: Checker, v: Any, where: str) -> tuple[tuple[str, Any], ...]:
     def option(name: str) -> Conv:
-        def conv(c: _Checker, x: Any, at: str) -> Any:
+        def conv(c: Checker, x: Any, at: str) -> Any:
             if name == "bindtoifindex" and isinstance(x, str):
                 return _ifname(c, x, at)  # a link name, resolved to its index when run
             try:
@@ -276,7 +128,7 @@ def _options(c: _Checker, v: Any, where: str) -> tuple[tuple[str, Any], ...]:
     return tuple((k, x) for k, x in opts.items() if k in v)
 
 
-def _errno_name(c: _Checker, v: Any, where: str) -> str:
+def _errno_name(c: Checker, v: Any, where: str) -> str:
     names = set(_errno.errorcode.values()) | {OK}
     if not isinstance(v, str) or v not in names:
         near = difflib.get_close_matches(str(v), sorted(names), 1)
@@ -285,90 +137,83 @@ def _errno_name(c: _Checker, v: Any, where: str) -> str:
     return v
 
 
-def _port_range(c: _Checker, v: Any, where: str) -> tuple[int, int]:
+def _port_range(c: Checker, v: Any, where: str) -> tuple[int, int]:
     p = v if isinstance(v, list) else [v, v]
     ints = len(p) == 2 and all(
         isinstance(x, int) and not isinstance(x, bool) and 0 < x < 65536 for x in p
     )
     if not ints or p[0] > p[1]:
-        raise c.fail(where, f"expected a port 1-65535 or [lo, hi] with lo <= hi, got {_kind(v)}")
+        raise c.fail(where, f"expected a port 1-65535 or [lo, hi] with lo <= hi, got {kind_of(v)}")
     return p[0], p[1]
 
 
-def _port_or_any(c: _Checker, v: Any, where: str) -> int | None:
+def _port_or_any(c: Checker, v: Any, where: str) -> int | None:
     if v == "any":
         return None
-    return _port_range(c, v, where)[0] if isinstance(v, int) else _choice("any")(c, v, where)
+    return _port_range(c, v, where)[0] if isinstance(v, int) else choice("any")(c, v, where)
 
 
-_label = _parsed(check_label, "a word naming the socket in verdicts")
+_label = parsed(check_label, "a word naming the socket in verdicts")
 
 
-def _table(cls: Callable[..., Any], spec: Spec) -> Conv:
-    """A table checked against ``spec`` and made into ``cls``."""
-    return lambda c, v, where: cls(**c.record(v, where, spec))
-
-
-def _raw(c: _Checker, v: Any, where: str) -> Any:
-    return v  # checked later, once the other tables are known
-
-
-PROTO = _choice("tcp", "udp")
+PROTO = choice("tcp", "udp")
 LINK: Spec = {
     "name": (_ifname, REQUIRED),
-    "kind": (_choice(*sorted(KINDS)), "dummy"),
-    "addrs": (_list(_iface), ()),
+    "kind": (choice(*sorted(KINDS)), "dummy"),
+    "addrs": (list_of(_iface), ()),
 }
 ADDR: Spec = {"dev": (_ifname, REQUIRED), "cidr": (_iface, REQUIRED)}
-INJECTOR: Spec = {"name": (_ifname, REQUIRED), "clients": (_list(_prefix), ())}
+INJECTOR: Spec = {"name": (_ifname, REQUIRED), "clients": (list_of(_prefix), ())}
 SETUP: Spec = {
-    "local_routes": (_list(_route), ()), "links": (_list(_table(LinkSpec, LINK)), ()),
-    "addrs": (_list(_table(AddrSpec, ADDR)), ()), "injectors": (_list(_table(InjectorSpec, INJECTOR)), ()),
+    "local_routes": (list_of(_route), ()), "links": (list_of(table(LinkSpec, LINK)), ()),
+    "addrs": (list_of(table(AddrSpec, ADDR)), ()), "injectors": (list_of(table(InjectorSpec, INJECTOR)), ()),
     "sysctls": (_sysctls, ()),
 }  # fmt: skip
 SOCKET: Spec = {
-    "label": (_label, REQUIRED), "proto": (PROTO, "tcp"), "family": (_choice(4, 6), None),
-    "bind": (_addr, None), "listen": (_bool, None), "connect": (_addr, None),
-    "options": (_options, ()), "bind_prefix": (_parsed(_net_port, "'PREFIX:PORT' or '[PREFIX]:PORT'"), None),
+    "label": (_label, REQUIRED), "proto": (PROTO, "tcp"), "family": (choice(4, 6), None),
+    "bind": (_addr, None), "listen": (bool_value, None), "connect": (_addr, None),
+    "options": (_options, ()), "bind_prefix": (parsed(_net_port, "'PREFIX:PORT' or '[PREFIX]:PORT'"), None),
     "expect_errno": (_errno_name, None), "expect_port": (_port_range, None),
-    "bind_port_of": (_str, None),
+    "bind_port_of": (str_value, None),
 }  # fmt: skip
 DISPATCH: Spec = {
-    "label": (_str, REQUIRED), "prefix": (_prefix, REQUIRED), "proto": (PROTO, "tcp"),
+    "label": (str_value, REQUIRED), "prefix": (_prefix, REQUIRED), "proto": (PROTO, "tcp"),
     "port": (_port_or_any, None),
 }  # fmt: skip
 TOP: Spec = {
-    "name": (_parsed(_name, "the scenario's name"), None), "description": (_str, ""), "claim": (_str, ""), "source": (_str, ""),
-    "requires": (_list(_choice(*features.PROBES)), ()), "families": (_list(_choice(*FAMILIES)), ()),
-    "evidence": (_bool, False),
-    "setup": (_table(SetupSpec, SETUP), SetupSpec()),
-    "socket": (_list(_raw), ()), "dispatch": (_list(_raw), ()), "expect": (_raw, {}),
-    "program": (_list(_raw), ()),
+    "name": (parsed(_name, "the scenario's name"), None), "description": (str_value, ""), "claim": (str_value, ""), "source": (str_value, ""),
+    "requires": (list_of(choice(*features.PROBES)), ()), "families": (list_of(choice(*FAMILIES)), ()),
+    "evidence": (bool_value, False),
+    "setup": (table(SetupSpec, SETUP), SetupSpec()),
+    "socket": (list_of(raw), ()), "dispatch": (list_of(raw), ()), "expect": (raw, {}),
+    "program": (list_of(raw), ()),
 }  # fmt: skip
 
 
-def _strings(c: _Checker, v: Any, where: str, value: Conv = _str) -> tuple[tuple[str, Any], ...]:
+def _strings(
+    c: Checker, v: Any, where: str, value: Conv = str_value
+) -> tuple[tuple[str, Any], ...]:
     if not isinstance(v, dict):
-        raise c.fail(where, f"expected a table, got {_kind(v)}")
+        raise c.fail(where, f"expected a table, got {kind_of(v)}")
     return tuple((k, value(c, x, f'{where}."{k}"')) for k, x in v.items())
 
 
-def _file_name(c: _Checker, v: Any, where: str) -> str:
+def _file_name(c: Checker, v: Any, where: str) -> str:
     if "/" in v or v in ("", ".", ".."):
         raise c.fail(where, f"{v!r}: a plain file name (it goes in the program's directory)")
     return v
 
 
-def _argv(c: _Checker, v: Any, where: str) -> tuple[str, ...]:
-    argv = _list(_str)(c, v, where)
+def _argv(c: Checker, v: Any, where: str) -> tuple[str, ...]:
+    argv = list_of(str_value)(c, v, where)
     if not argv:
         raise c.fail(where, "an empty command line")
     return argv
 
 
-def _seconds(c: _Checker, v: Any, where: str) -> float:
+def _seconds(c: Checker, v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 600:
-        raise c.fail(where, f"expected seconds (0-600], got {_kind(v)}")
+        raise c.fail(where, f"expected seconds (0-600], got {kind_of(v)}")
     return float(v)
 
 
@@ -380,13 +225,13 @@ def _wait_spec(text: str) -> str:
 PROGRAM: Spec = {
     "label": (_label, REQUIRED), "argv": (_argv, REQUIRED),
     "files": (lambda c, v, w: tuple((_file_name(c, k, w), x) for k, x in _strings(c, v, w)), ()),
-    "wait_for": (_list(_parsed(_wait_spec, "'tcp IP:PORT' or 'udp IP:PORT'")), ()),
+    "wait_for": (list_of(parsed(_wait_spec, "'tcp IP:PORT' or 'udp IP:PORT'")), ()),
     "labels": (lambda c, v, w: _strings(c, v, w, _label), ()),
-    "timeout": (_seconds, 10.0), "package": (_str, ""),
+    "timeout": (_seconds, 10.0), "package": (str_value, ""),
 }  # fmt: skip
 
 
-def _programs(c: _Checker, tables: list[Any], taken: list[str]) -> tuple[ProgramSpec, ...]:
+def _programs(c: Checker, tables: list[Any], taken: list[str]) -> tuple[ProgramSpec, ...]:
     """The ``[[program]]`` tables; their labels prefix their sockets' (``nginx:...``)."""
     out = []
     for i, d in enumerate(tables):
@@ -398,7 +243,7 @@ def _programs(c: _Checker, tables: list[Any], taken: list[str]) -> tuple[Program
     return tuple(out)
 
 
-def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
+def _socket(c: Checker, i: int, d: dict[str, Any]) -> SocketSpec:
     """Check one ``[[socket]]`` table and how its keys go together."""
     at = f"socket[{i}]"
     s = c.record(d, at, SOCKET)
@@ -433,7 +278,7 @@ def _socket(c: _Checker, i: int, d: dict[str, Any]) -> SocketSpec:
     return SocketSpec(**{**s, **sockaddrs, "family": family, "line": c.header_line("socket", i)})
 
 
-def _check_links(c: _Checker, sockets: tuple[SocketSpec, ...], setup: SetupSpec) -> None:
+def _check_links(c: Checker, sockets: tuple[SocketSpec, ...], setup: SetupSpec) -> None:
     """A link named by ``bindtoifindex`` must be one the scenario has (its index is looked up)."""
     known = {"lo", DEFAULT_INJECTOR, *(i.name for i in setup.injectors)}
     for link in setup.links:
@@ -449,10 +294,10 @@ def _check_links(c: _Checker, sockets: tuple[SocketSpec, ...], setup: SetupSpec)
 
 
 def _expectations(
-    c: _Checker, d: Any, labels: set[str], injectors: set[str], programs: tuple[str, ...] = ()
+    c: Checker, d: Any, labels: set[str], injectors: set[str], programs: tuple[str, ...] = ()
 ) -> tuple[ExpectSpec, ...]:
     if not isinstance(d, dict):
-        raise c.fail("expect", f'expected a table of "FLOW" = "VERDICT" rows, got {_kind(d)}')
+        raise c.fail("expect", f'expected a table of "FLOW" = "VERDICT" rows, got {kind_of(d)}')
     known = sorted(labels) + sorted(RESERVED_VERDICTS)
     out: dict[Flow, ExpectSpec] = {}
     for text, v in d.items():
@@ -478,16 +323,16 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
     """Parse scenario TOML ``text`` (from ``path``, named in messages) into a :class:`Scenario`."""
     bounds.check_size(text, path)
     if isinstance(text, bytes):
-        raw = text
+        data_bytes = text
         try:
-            text = raw.decode("utf-8")
+            text = data_bytes.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
+            line = data_bytes.count(b"\n", 0, e.start) + 1
             raise ScenarioError(f"{path}:{line}: not UTF-8 text: {e}") from None
-    c = _Checker(path, text)
-    parsed = bounds.parse(text, path)
-    bounds.check_data(parsed, c.fail)
-    data = c.record(parsed, "", TOP)
+    c = Checker(path, text)
+    document = bounds.parse(text, path)
+    bounds.check_data(document, c.fail)
+    data = c.record(document, "", TOP)
     setup: SetupSpec = data["setup"]
     names = [*(x.name for x in setup.links), *(x.name for x in setup.injectors)]
     counts = Counter(names)
@@ -505,14 +350,14 @@ def load_text(text: str | bytes, path: str = "<scenario>") -> Scenario:
             )
     for i, spec in enumerate(sockets):
         if spec.bind_port_of is not None and labels.get(spec.bind_port_of, i) >= i:
-            _choice(*list(labels)[:i])(c, spec.bind_port_of, f"socket[{i}].bind_port_of")
+            choice(*list(labels)[:i])(c, spec.bind_port_of, f"socket[{i}].bind_port_of")
     dispatch = []
     for i, b in enumerate(data["dispatch"]):
         binding = DispatchSpec(
             **c.record(b, f"dispatch[{i}]", DISPATCH), line=c.header_line("dispatch", i)
         )
         if binding.label not in labels:
-            _choice(*labels)(c, binding.label, f"dispatch[{i}].label")
+            choice(*labels)(c, binding.label, f"dispatch[{i}].label")
         dispatch.append(binding)
     programs = _programs(c, data["program"], list(labels))
     verdicts = {*labels, *(lbl for p in programs for _, lbl in p.labels)}
