@@ -24,6 +24,7 @@ import platform
 import struct
 from dataclasses import dataclass
 
+from bindlab.errors import errname
 from bindlab.netns import NetNS, set_lo_up
 
 # <linux/capability.h>
@@ -97,7 +98,7 @@ def _namespace_gaps(caps: int) -> list[Gap]:
     try:
         ns = NetNS(lo_up=False)
     except OSError as e:
-        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+        name = errname(e)
         gaps = [Gap("CAP_SYS_ADMIN", f"unshare(CLONE_NEWNET) -> {name}")]
         if not _has(caps, CAP_NET_ADMIN):
             gaps.append(Gap("CAP_NET_ADMIN", "not in the effective capability set"))
@@ -106,7 +107,7 @@ def _namespace_gaps(caps: int) -> list[Gap]:
         with ns.enter():
             set_lo_up()  # SIOCSIFFLAGS: what CAP_NET_ADMIN allows (no pyroute2 import)
     except OSError as e:
-        name = errno.errorcode.get(e.errno or 0, str(e.errno))
+        name = errname(e)
         return [Gap("CAP_NET_ADMIN", f"bringing lo up in a new namespace -> {name}")]
     finally:
         ns.close()
@@ -119,7 +120,7 @@ def _tun_gap() -> Gap | None:
     except FileNotFoundError:
         return Gap(TUN, "no such device: load the tun module or pass the device to the container")
     except OSError as e:
-        return Gap(TUN, f"open -> {errno.errorcode.get(e.errno or 0, str(e.errno))}")
+        return Gap(TUN, f"open -> {errname(e)}")
     return None
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bindlab.bpf import evidence as kernel
+from bindlab.bpf.query import cookie
 from bindlab.errors import FeatureMissing, HarnessError
 from bindlab.flow import ICMP, RESERVED_VERDICTS, RST, Flow
 from bindlab.netns import StashKey
@@ -37,7 +38,6 @@ from bindlab.sockets import labels
 if TYPE_CHECKING:
     from bindlab.netns import NetNS
 
-SO_COOKIE = 57  # <asm-generic/socket.h>
 HOOKS = {
     kernel.EV_SYNACK: "net_dev_queue (SYN-ACK of the listener's request socket)",
     kernel.EV_DROP: "kfree_skb",
@@ -150,8 +150,7 @@ class Recorder:
         self.by_ino: dict[int, str] = {}
         for _fd, (label, sock) in list(labels(ns).items()):
             with contextlib.suppress(OSError):
-                cookie = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
-                self.by_cookie[cookie] = label
+                self.by_cookie[cookie(sock)] = label
                 self.by_ino[os.fstat(sock.fileno()).st_ino] = label
         self.unavailable = ""
         self._stack = contextlib.ExitStack()

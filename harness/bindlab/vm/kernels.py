@@ -14,7 +14,6 @@ package such as ``linux-image-amd64`` resolved through apt-cache). Packages are 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import glob
 import hashlib
@@ -29,7 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from bindlab.errors import ConfigError, HarnessError
+from bindlab.errors import ConfigError, HarnessError, errname
 
 META = "bindlab-kernel.json"
 STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -373,7 +372,7 @@ def accel(choice: str = "auto") -> tuple[str, str]:
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
     except OSError as e:
-        return "tcg", f"/dev/kvm: {errno.errorcode.get(e.errno or 0, e.errno)}"
+        return "tcg", f"/dev/kvm: {errname(e)}"
     hw = [m for m in ("kvm_intel", "kvm_amd") if os.path.exists(f"/sys/module/{m}")]
     if os.path.exists("/sys/module/kvm_pvm") and not hw:
         return "tcg", "/dev/kvm is PVM (kvm_pvm), which boots only PVM-enabled guest kernels"
