@@ -126,3 +126,19 @@ RULES = [
 )
 def test_reference_precedence(proto: str, dst: str, port: int, want: Rule | None) -> None:
     assert select(RULES, proto, ip(dst), port) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("192.0.2.0/0.0.0.255", "prefix length"),
+        ("fe80::/64%eth0", "zone"),
+        ("192.0.2.1/24", "192.0.2.0/24"),
+    ],
+    ids=["hostmask", "zone-id", "host-bits"],
+)
+def test_binding_prefixes_follow_the_strict_prefix_rule(text: str, culprit: str) -> None:
+    """Dispatcher bindings and prefix binds parse prefixes as flows and routes do."""
+    with pytest.raises(ConfigError) as e:
+        parse_prefix(text)
+    assert culprit in str(e.value) and text in str(e.value)

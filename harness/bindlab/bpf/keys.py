@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bindlab.errors import ConfigError
-from bindlab.flow import V4MAPPED_PREFIX
+from bindlab.flow import V4MAPPED_PREFIX, parse_network
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -46,12 +46,12 @@ def parse_prefix(text: str | Network) -> Network:
     """``192.0.2.0/24``, ``2001:db8::/32`` or a bare address (a /32 or /128)."""
     if isinstance(text, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return text
-    try:
-        return ipaddress.ip_network(text, strict=True)
+    try:  # the one strict prefix rule: no zone id, no netmask/hostmask notation
+        return parse_network(text, strict=True)
     except ValueError as e:
         hint = ""
         if "host bits set" in str(e):
-            hint = f"; did you mean {ipaddress.ip_network(text, strict=False)}?"
+            hint = f"; did you mean {parse_network(text, strict=False)}?"
         raise ConfigError(f"bad prefix {text!r}: {e}{hint}") from None
     except TypeError:
         raise ConfigError(f"bad prefix {text!r}: expected a string like 192.0.2.0/24") from None
